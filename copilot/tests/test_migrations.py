@@ -1,0 +1,35 @@
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+
+@pytest.mark.django_db(transaction=True)
+class TestMigrations:
+    def tables(self):
+        return set(connection.introspection.table_names())
+
+    def test_they_run_backward_and_forward(self):
+        assert {"patients", "scans", "patient_documents"} <= self.tables()
+
+        call_command("migrate", "documents", "zero", verbosity=0)
+        assert "patient_documents" not in self.tables()
+        call_command("migrate", "scans", "zero", verbosity=0)
+        assert "scans" not in self.tables()
+        call_command("migrate", "patients", "zero", verbosity=0)
+        assert "patients" not in self.tables()
+
+        call_command("migrate", verbosity=0)
+        assert {"patients", "scans", "patient_documents"} <= self.tables()
+
+    def test_guide_indexes_exist(self):
+        with connection.cursor() as cursor:
+            scans = connection.introspection.get_constraints(cursor, "scans")
+            documents = connection.introspection.get_constraints(
+                cursor, "patient_documents"
+            )
+
+        assert scans["idx_scans_patient_id"]["columns"] == ["patient_id"]
+        assert documents["idx_documents_patient_id"]["columns"] == ["patient_id"]
+
+    def test_no_model_changes_lack_migrations(self):
+        call_command("makemigrations", "--check", "--dry-run", verbosity=0)

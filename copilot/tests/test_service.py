@@ -1,0 +1,135 @@
+import pytest
+from django.db import DatabaseError
+
+from conftest import upload
+
+pytestmark = pytest.mark.django_db
+
+
+class TestRoot:
+    def test_it_works_without_credentials(self, anonymous):
+        response = anonymous.get("/")
+
+        assert response.status_code == 200
+        body = response.json()
+        assert body["name"] == "Radiologist's Copilot API"
+        assert body["version"]
+        assert body["links"]["patients"] == "http://testserver/patients"
+        assert body["links"]["health"] == "http://testserver/health"
+
+
+class TestHealth:
+    def test_it_works_without_credentials(self, anonymous):
+        response = anonymous.get("/health")
+
+        assert response.status_code == 200
+        assert response.json() == {
+            "status": "healthy",
+            "database": "connected",
+            "cloudinary": "not configured",
+            "storage": "local",
+        }
+
+    def test_it_reports_database_failure(self, anonymous, monkeypatch):
+        from django.db.backends.utils import CursorWrapper
+
+        def fail(self, sql, params=None):
+            raise DatabaseError("connection refused")
+
+        monkeypatch.setattr(CursorWrapper, "execute", fail)
+
+        response = anonymous.get("/health")
+
+        assert response.status_code == 503
+        assert response.json()["database"] == "unavailable"
+        assert response.json()["status"] == "unhealthy"
+
+    def test_deep_check_pings_storage(self, anonymous):
+        response = anonymous.get("/health?deep=1")
+
+        assert response.status_code == 200
+        assert response.json()["status"] == "healthy"
+
+    def test_deep_check_reports_storage_failure(self, anonymous, settings, tmp_path):
+        # A regular file where the storage folder should be: it cannot be created.
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_bytes(b"")
+        broken = {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": blocker / "media"},
+        }
+        settings.STORAGES = {**settings.STORAGES, "scans": broken, "documents": broken}
+
+        response = anonymous.get("/health?deep=1")
+
+        assert response.status_code == 503
+        assert response.json()["status"] == "unhealthy"
+        assert "ping failed" in response.json()["storage_error"]
+
+
+class TestStoredFiles:
+    def test_it_requires_authentication(self, api, anonymous, patient, chest_png):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("a.png", chest_png), "body_part": "CHEST"},
+        )
+        url = created.json()["scan"]["file_url"]
+
+        response = anonymous.get(url)
+
+        assert response.status_code == 401
+
+    def test_it_requires_view_permission(self, api, radiologist, patient, chest_png):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("a.png", chest_png), "body_part": "CHEST"},
+        )
+        radiologist.groups.clear()
+
+        response = api.get(created.json()["scan"]["file_url"])
+
+        assert response.status_code == 403
+
+    def test_it_rejects_path_traversal(self, api, local_storage):
+        (local_storage.parent / "secret.txt").write_text("secret")
+
+        response = api.get("/media/xrays/../../secret.txt")
+
+        assert response.status_code == 404
+
+    def test_it_handles_missing_file(self, api):
+        response = api.get("/media/reports/missing.pdf")
+
+        assert response.status_code == 404
+
+
+class TestSchema:
+    def test_it_requires_authentication(self, anonymous):
+        assert anonymous.get("/schema/").status_code == 401
+
+    def test_it_describes_every_endpoint(self, api):
+        response = api.get("/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+
+        assert response.status_code == 200
+        paths = response.json()["paths"]
+        for path in (
+            "/patients",
+            "/patients/{id}",
+            "/patients/{patient_id}/upload/scan",
+            "/patients/{patient_id}/upload/document",
+            "/scans",
+            "/scans/{id}",
+            "/documents",
+            "/documents/{id}",
+            "/health",
+        ):
+            assert any(key.rstrip("/") == path for key in paths), path
+
+    def test_swagger_ui_works_offline(self, client, radiologist):
+        client.force_login(radiologist)
+
+        response = client.get("/docs/")
+
+        assert response.status_code == 200
+        assert b"swagger-ui" in response.content
+        assert b"cdn.jsdelivr" not in response.content

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from copilot import views
+
+urlpatterns = [
+    re_path(r"^$", views.api_root, name="api-root"),
+    re_path(r"^health/?$", views.health, name="health"),
+    path("", include("patients.urls")),
+    path("", include("scans.urls")),
+    path("", include("documents.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("admin/", admin.site.urls),
+    # Files of the local storage, for authenticated users only. Cloudinary files
+    # are delivered by Cloudinary.
+    re_path(
+        r"^media/xrays/(?P<path>.+)$",
+        views.serve_stored_file,
+        {"alias": "scans", "folder": "xrays", "permission": "scans.view_scan"},
+        name="scan-file",
+    ),
+    re_path(
+        r"^media/reports/(?P<path>.+)$",
+        views.serve_stored_file,
+        {
+            "alias": "documents",
+            "folder": "reports",
+            "permission": "documents.view_patientdocument",
+        },
+        name="document-file",
+    ),
+]

@@ -1,0 +1,145 @@
+"""Service endpoints: the API root, health, and authenticated local file delivery."""
+
+import logging
+import mimetypes
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import storages
+from django.db import DatabaseError, connection
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from copilot.storage import StorageError, backend_name, ping_storage
+
+logger = logging.getLogger(__name__)
+
+API_NAME = "Radiologist's Copilot API"
+
+
+@extend_schema(
+    responses=inline_serializer(
+        "ApiRoot",
+        {
+            "name": serializers.CharField(),
+            "version": serializers.CharField(),
+            "links": serializers.DictField(child=serializers.URLField()),
+        },
+    )
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def api_root(request):
+    """Name and version of the API, and links to its main resources."""
+
+    def link(name):
+        return reverse(name, request=request)
+
+    return Response(
+        {
+            "name": API_NAME,
+            "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+            "links": {
+                "health": link("health"),
+                "patients": link("patient-list"),
+                "scans": link("scan-list"),
+                "documents": link("document-list"),
+                "schema": link("schema"),
+                "docs": link("swagger-ui"),
+                "admin": link("admin:index"),
+            },
+        }
+    )
+
+
+@extend_schema(
+    responses={
+        (200, "application/json"): inline_serializer(
+            "Health",
+            {
+                "status": serializers.ChoiceField(["healthy", "unhealthy"]),
+                "database": serializers.ChoiceField(["connected", "unavailable"]),
+                "cloudinary": serializers.ChoiceField(
+                    ["configured", "not configured", "unreachable"]
+                ),
+                "storage": serializers.ChoiceField(["local", "cloudinary"]),
+            },
+        ),
+        (503, "application/json"): inline_serializer(
+            "HealthUnavailable",
+            {
+                "status": serializers.CharField(),
+                "database": serializers.CharField(),
+                "cloudinary": serializers.CharField(),
+                "storage": serializers.CharField(),
+            },
+        ),
+    },
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request):
+    """Report whether the database runs a query and which storage is in use.
+
+    With ?deep=1 the storage is pinged too, and a failed ping returns 503.
+    """
+    healthy = True
+    database = "connected"
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as error:
+        logger.error("health check: database query failed error=%s", error)
+        database = "unavailable"
+        healthy = False
+
+    cloudinary = "configured" if settings.CLOUDINARY_ENABLED else "not configured"
+    storage = backend_name("scans")
+    body = {"database": database, "cloudinary": cloudinary, "storage": storage}
+
+    if request.query_params.get("deep") in ("1", "true", "yes"):
+        try:
+            for alias in ("scans", "documents"):
+                ping_storage(alias)
+        except StorageError as error:
+            logger.error("health check: storage ping failed error=%s", error)
+            healthy = False
+            if storage == "cloudinary":
+                body["cloudinary"] = "unreachable"
+            body["storage_error"] = str(error)
+
+    body = {"status": "healthy" if healthy else "unhealthy", **body}
+    code = status.HTTP_200_OK if healthy else status.HTTP_503_SERVICE_UNAVAILABLE
+    return Response(body, status=code)
+
+
+@extend_schema(exclude=True)
+@api_view(["GET", "HEAD"])
+@permission_classes([IsAuthenticated])
+def serve_stored_file(request, path, alias, folder, permission):
+    """Stream a file of the local storage to an authenticated user who may view it."""
+    if not request.user.has_perm(permission):
+        raise PermissionDenied("You do not have permission to view this file.")
+
+    name = f"{folder}/{path}"
+    storage = storages[alias]
+    try:
+        if not storage.exists(name):
+            raise NotFound(f"File {name} not found")
+        handle = storage.open(name, "rb")
+    except (SuspiciousFileOperation, IsADirectoryError) as error:
+        raise NotFound(f"File {name} not found") from error
+
+    content_type, _ = mimetypes.guess_type(name)
+    response = FileResponse(
+        handle, content_type=content_type or "application/octet-stream"
+    )
+    response["Cache-Control"] = "private, no-store"
+    return response

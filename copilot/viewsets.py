@@ -1,0 +1,59 @@
+"""Viewset pieces shared by the patient, scan and document endpoints."""
+
+import logging
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+from copilot.responses import ErrorSerializer, MessageSerializer
+
+logger = logging.getLogger(__name__)
+
+NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such record.")
+
+
+class NamedObjectMixin:
+    """Name the record in 404 messages: "Scan 5 not found"."""
+
+    object_label = "Object"
+
+    def get_object(self):
+        lookup = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
+        try:
+            return super().get_object()
+        except Http404:
+            raise NotFound(f"{self.object_label} {lookup} not found") from None
+
+
+class DeleteWithMessageMixin:
+    """Answer a delete with 200 and {"message": "Scan 5 deleted successfully"}."""
+
+    @extend_schema(responses={200: MessageSerializer, 404: NOT_FOUND})
+    def destroy(self, request, *args, **kwargs):
+        instance = self.get_object()
+        pk = instance.pk
+        instance.delete()
+        logger.info(
+            "deleted %s id=%s user_id=%s", self.object_label, pk, request.user.pk
+        )
+        return Response(
+            {"message": f"{self.object_label} {pk} deleted successfully"},
+            status=status.HTTP_200_OK,
+        )
+
+
+def integer_query_param(request, name):
+    """Return ?name= as an int, None when absent, or raise a 400 naming it."""
+    value = request.query_params.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValidationError({name: [f"'{value}' is not an integer id."]}) from None
+    if number < 1:
+        raise ValidationError({name: [f"'{value}' is not a valid id."]})
+    return number

@@ -1,0 +1,106 @@
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+
+from copilot.responses import ErrorSerializer
+from copilot.viewsets import (
+    NOT_FOUND,
+    DeleteWithMessageMixin,
+    NamedObjectMixin,
+    integer_query_param,
+)
+from documents.models import PatientDocument
+from documents.serializers import DocumentSerializer, DocumentUploadSerializer
+from documents.services import create_document
+from patients.serializers import PatientSummarySerializer
+from patients.services import get_patient_or_404
+
+UPLOAD_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid field or file."),
+    404: OpenApiResponse(ErrorSerializer, description="Patient not found."),
+    413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
+    502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
+    503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
+}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "patient", int, description="Only this patient's documents."
+            )
+        ]
+    ),
+    retrieve=extend_schema(responses={200: DocumentSerializer, 404: NOT_FOUND}),
+)
+class DocumentViewSet(
+    NamedObjectMixin,
+    DeleteWithMessageMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Clinical documents: list, read, upload to a patient, delete with the file."""
+
+    queryset = PatientDocument.objects.all()
+    serializer_class = DocumentSerializer
+    object_label = "Document"
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        patient_id = integer_query_param(self.request, "patient")
+        if patient_id is not None:
+            queryset = queryset.filter(patient_id=patient_id)
+        return queryset
+
+    def get_parsers(self):
+        if getattr(self, "action", None) == "create":
+            return [MultiPartParser(), FormParser()]
+        return super().get_parsers()
+
+    @extend_schema(
+        request=DocumentUploadSerializer,
+        responses={
+            201: inline_serializer(
+                "DocumentUploadResponse",
+                {
+                    "message": serializers.CharField(),
+                    "document": DocumentSerializer(),
+                    "patient": PatientSummarySerializer(),
+                },
+            ),
+            **UPLOAD_ERRORS,
+        },
+    )
+    def create(self, request, patient_id=None):
+        patient = get_patient_or_404(patient_id)
+        form = DocumentUploadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        fields = form.validated_data
+
+        document = create_document(
+            patient,
+            fields["file"],
+            document_name=fields["document_name"],
+            document_type=fields.get("document_type", ""),
+            user=request.user,
+        )
+        return Response(
+            {
+                "message": "Document uploaded successfully",
+                "document": DocumentSerializer(
+                    document, context={"request": request}
+                ).data,
+                "patient": PatientSummarySerializer(patient).data,
+            },
+            status=status.HTTP_201_CREATED,
+        )

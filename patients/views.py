@@ -1,0 +1,77 @@
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import filters, mixins, status, viewsets
+from rest_framework.response import Response
+
+from copilot.responses import ErrorSerializer
+from copilot.viewsets import NOT_FOUND, DeleteWithMessageMixin, NamedObjectMixin
+from documents.models import PatientDocument
+from patients.models import Patient
+from patients.serializers import (
+    PatientDetailSerializer,
+    PatientListSerializer,
+    PatientSerializer,
+)
+from patients.services import save_patient
+from scans.models import Scan
+
+CONFLICT = OpenApiResponse(ErrorSerializer, description="The MRN is taken.")
+
+
+@extend_schema_view(
+    create=extend_schema(responses={201: PatientSerializer, 409: CONFLICT}),
+    retrieve=extend_schema(responses={200: PatientDetailSerializer, 404: NOT_FOUND}),
+    partial_update=extend_schema(
+        responses={200: PatientSerializer, 404: NOT_FOUND, 409: CONFLICT}
+    ),
+)
+class PatientViewSet(
+    NamedObjectMixin,
+    DeleteWithMessageMixin,
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Patients: create, list with counts, read with scans and documents."""
+
+    queryset = Patient.objects.all()
+    object_label = "Patient"
+    filter_backends = [filters.SearchFilter]
+    search_fields = ["mrn", "name"]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list":
+            return queryset.with_counts()
+        if self.action == "retrieve":
+            return queryset.prefetch_related(
+                Prefetch(
+                    "scans",
+                    Scan.objects.select_related("patient_mismatch_confirmed_by"),
+                ),
+                Prefetch("documents", PatientDocument.objects.all()),
+            )
+        return queryset
+
+    def get_serializer_class(self):
+        if self.action == "list":
+            return PatientListSerializer
+        if self.action == "retrieve":
+            return PatientDetailSerializer
+        return PatientSerializer
+
+    def perform_create(self, serializer):
+        save_patient(serializer)
+
+    def perform_update(self, serializer):
+        save_patient(serializer)
+
+    def create(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        self.perform_create(serializer)
+        return Response(serializer.data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,156 @@
+"""The scan upload: one code path for the API, the admin and the import command."""
+
+import logging
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.exceptions import ValidationError
+
+from copilot.exceptions import Conflict
+from copilot.files import SCAN_KINDS, check_upload
+from copilot.storage import StoredFiles, random_name
+from scans.dicom import DicomError, is_dicom, read_header
+from scans.models import FOLDER, STORAGE_ALIAS, Scan
+from scans.previews import PreviewError, make_previews
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VIEW_POSITION = "PA"
+DEFAULT_MODALITY = "DX"
+
+
+def create_scan(
+    patient,
+    uploaded,
+    *,
+    body_part="",
+    view_position="",
+    modality="",
+    scan_date=None,
+    confirm_patient_mismatch=False,
+    user=None,
+):
+    """Check, store and record an uploaded scan with its preview and thumbnail.
+
+    Values given here win over the DICOM header, which wins over the defaults.
+    Raises ValidationError (400), PayloadTooLarge (413), Conflict (409) or
+    StorageError (502/503); on any of them no row and no file is left behind.
+    """
+    checked = check_upload(uploaded, SCAN_KINDS, content_checks={"dicom": is_dicom})
+    scan = Scan(
+        patient=patient,
+        original_filename=checked.original_filename,
+        content_type=checked.content_type,
+        size=checked.size,
+        sha256=checked.sha256,
+        uploaded_by=user if user and user.is_authenticated else None,
+    )
+
+    header = None
+    if checked.kind == "dicom":
+        header = _read_dicom_header(checked.file)
+        _fill_from_header(scan, header)
+        _check_patient_id(scan, patient, header, confirm_patient_mismatch, user)
+        _check_not_imported(patient, header.sop_instance_uid)
+
+    scan.body_part = _first_value(body_part, header and header.body_part_examined)
+    if not scan.body_part:
+        raise ValidationError({"body_part": ["This field is required."]})
+    scan.view_position = _first_value(
+        view_position, header and header.view_position, DEFAULT_VIEW_POSITION
+    )
+    scan.modality = _first_value(modality, header and header.modality, DEFAULT_MODALITY)
+    scan.scan_date = scan_date or (header and header.study_datetime) or timezone.now()
+
+    try:
+        preview, thumbnail = make_previews(checked.file, checked.kind)
+    except (DicomError, PreviewError) as error:
+        raise ValidationError({"file": [str(error)]}) from error
+    checked.file.seek(0)
+
+    with StoredFiles(STORAGE_ALIAS) as stored:
+        scan.file = stored.save(random_name(FOLDER, checked.extension), checked.file)
+        scan.preview = stored.save(
+            random_name(f"{FOLDER}/previews", "png"), ContentFile(preview)
+        )
+        scan.thumbnail = stored.save(
+            random_name(f"{FOLDER}/thumbnails", "png"), ContentFile(thumbnail)
+        )
+        try:
+            with transaction.atomic():
+                scan.save()
+        except IntegrityError as error:
+            if header and header.sop_instance_uid:
+                _check_not_imported(patient, header.sop_instance_uid)
+            raise error
+
+    logger.info(
+        "stored scan scan_id=%s patient_id=%s kind=%s size=%s",
+        scan.pk,
+        patient.pk,
+        checked.kind,
+        checked.size,
+    )
+    return scan
+
+
+def _first_value(*values):
+    for value in values:
+        if value and str(value).strip():
+            return str(value).strip().upper()
+    return ""
+
+
+def _read_dicom_header(file):
+    try:
+        header = read_header(file)
+    except DicomError as error:
+        raise ValidationError({"file": [str(error)]}) from error
+    file.seek(0)
+    return header
+
+
+def _fill_from_header(scan, header):
+    scan.study_instance_uid = header.study_instance_uid
+    scan.series_instance_uid = header.series_instance_uid
+    scan.sop_instance_uid = header.sop_instance_uid
+    scan.rows = header.rows
+    scan.columns = header.columns
+    scan.photometric_interpretation = header.photometric_interpretation
+    scan.transfer_syntax_uid = header.transfer_syntax_uid
+    scan.manufacturer = header.manufacturer[:64]
+    scan.dicom_patient_id = header.patient_id[:64]
+
+
+def patient_ids_match(mrn, dicom_patient_id):
+    """Compare an MRN with a DICOM PatientID, trimmed and case-insensitive."""
+    return mrn.strip().casefold() == dicom_patient_id.strip().casefold()
+
+
+def _check_patient_id(scan, patient, header, confirmed, user):
+    if patient_ids_match(patient.mrn, header.patient_id):
+        return
+    if not confirmed:
+        raise Conflict(
+            f"The DICOM PatientID '{header.patient_id}' does not match the MRN "
+            f"'{patient.mrn}' of patient {patient.pk}. Check that the file belongs "
+            "to this patient, then send confirm_patient_mismatch=true to store it."
+        )
+    scan.patient_mismatch_confirmed_by = (
+        user if user and user.is_authenticated else None
+    )
+    scan.patient_mismatch_confirmed_at = timezone.now()
+
+
+def _check_not_imported(patient, sop_instance_uid):
+    if not sop_instance_uid:
+        return
+    existing = Scan.objects.filter(
+        patient=patient, sop_instance_uid=sop_instance_uid
+    ).first()
+    if existing:
+        raise Conflict(
+            f"Scan {existing.pk} of patient {patient.pk} already has the SOP "
+            f"Instance UID {sop_instance_uid}."
+        )
