@@ -56,7 +56,13 @@ def create_scan(
 
     scan.body_part = _first_value(body_part, header and header.body_part_examined)
     if not scan.body_part:
-        raise ValidationError({"body_part": ["This field is required."]})
+        reason = "This field is required."
+        if header:
+            reason = (
+                "This field is required because the DICOM header has no "
+                "BodyPartExamined."
+            )
+        raise ValidationError({"body_part": [reason]})
     scan.view_position = _first_value(
         view_position, header and header.view_position, DEFAULT_VIEW_POSITION
     )
