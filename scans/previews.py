@@ -37,6 +37,10 @@ __all__ = [
 # Long side in pixels; smaller images keep their size.
 PREVIEW_SIZE = 1024
 THUMBNAIL_SIZE = 256
+# zlib level of the PNGs. Level 1 encodes a 1024-pixel radiograph about four
+# times faster than Pillow's default of 6, for files about 17% larger; the
+# encoding was most of the time of an upload.
+PNG_COMPRESS_LEVEL = 1
 
 KINDS = ("dicom", "png", "jpeg")
 _FORMATS = {"png": ("PNG",), "jpeg": ("JPEG",), None: ("PNG", "JPEG")}
@@ -183,7 +187,7 @@ def _shrink(image: Image.Image, size: int) -> Image.Image:
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 
