@@ -1449,6 +1449,9 @@ class CloudinaryServer:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops connections when more clients
+    # connect at once, and each dropped one waits a second before it retries.
+    request_queue_size = 128
     owner = None
 
 
