@@ -61,6 +61,9 @@ class TestUploadScan:
         assert row.content_type == "image/jpeg"
         assert row.size == len(chest_jpeg)
         assert row.sha256 == sha256(chest_jpeg)
+        assert (scan["columns"], scan["rows"]) == Image.open(
+            io.BytesIO(chest_jpeg)
+        ).size
         assert stored_files(local_storage)[row.file.name] == chest_jpeg
 
     def test_file_url_returns_the_bytes(self, api, patient, chest_png):
