@@ -284,6 +284,34 @@ class TestUploadScan:
         assert not Scan.objects.exists()
         assert stored_files(local_storage) == {}
 
+    def test_it_rejects_dicom_without_pixel_data(self, api, patient, local_storage):
+        data = dicom_test_file("rtplan.dcm").read_bytes()
+
+        response = post_scan(api, patient, upload("plan.dcm", data), body_part="CHEST")
+
+        assert response.status_code == 400
+        assert "no pixel data" in response.json()["file"][0]
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+    def test_it_rejects_undecodable_dicom(self, api, patient, local_storage):
+        data = bytearray(dicom_test_file("MR_small_jp2klossless.dcm").read_bytes())
+        codestream = data.find(b"\xff\x4f\xff\x51")  # JPEG 2000 SOC and SIZ.
+        data[codestream + 4 : codestream + 44] = b"\xa5" * 40
+
+        response = post_scan(
+            api,
+            patient,
+            upload("mr.dcm", bytes(data)),
+            body_part="HEAD",
+            confirm_patient_mismatch="true",
+        )
+
+        assert response.status_code == 400
+        assert "cannot be decoded" in response.json()["file"][0]
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
     def test_it_rejects_empty_file(self, api, patient, local_storage):
         response = post_scan(api, patient, upload("chest.png", b""), body_part="CHEST")
 
