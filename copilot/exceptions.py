@@ -7,6 +7,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from copilot.requestid import current_request_id
 from copilot.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,14 @@ class PayloadTooLarge(APIException):
     default_code = "payload_too_large"
 
 
+def server_error_body():
+    """Return the body of a 500: no traceback, and the request id for the logs."""
+    return {"detail": "Internal server error.", "request_id": current_request_id()}
+
+
 def exception_handler(exc, context):
-    """Render storage failures as 502 (503 on a timeout), and the rest as DRF does."""
+    """Render storage failures as 502 (503 on a timeout), API errors as DRF does,
+    and any other error as a 500 whose traceback goes to the log only."""
     if isinstance(exc, StorageError):
         code = (
             status.HTTP_503_SERVICE_UNAVAILABLE
@@ -34,4 +41,15 @@ def exception_handler(exc, context):
         )
         return Response({"detail": str(exc)}, status=code)
 
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        return response
+
+    view = context.get("view")
+    logger.error(
+        "unexpected error in %s: %s",
+        type(view).__name__ if view is not None else "a view",
+        type(exc).__name__,
+        exc_info=exc,
+    )
+    return Response(server_error_body(), status=status.HTTP_500_INTERNAL_SERVER_ERROR)

@@ -4,6 +4,7 @@ Every variable is listed with its default in .env.example. With no configuration
 the project runs on SQLite and stores files on the local disk under MEDIA_ROOT.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "copilot",
@@ -52,6 +54,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "copilot.requestid.RequestIDMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -61,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
+    "copilot.audit.AuditMiddleware",
 ]
 
 ROOT_URLCONF = "copilot.urls"
@@ -89,9 +94,33 @@ DATABASES = {
 # worker thread keeps its connection, checked before it is reused.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# The API's rate limits count in this cache. The default lives in each process;
+# with several workers use a shared one, for example dbcache://cache_table
+# (after `manage.py createcachetable`) or a Redis URL.
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-AUTHENTICATION_BACKENDS = ["copilot.auth.SingleQueryModelBackend"]
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before its password is checked.
+    "copilot.auth.LoginLockoutBackend",
+    "copilot.auth.SingleQueryModelBackend",
+]
+
+# Proxies in front of this server whose X-Forwarded-For is trusted; 0 ignores it.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+PROXY_COUNT = env.int("PROXY_COUNT", default=1 if BEHIND_TLS_PROXY else 0)
+
+# Failed logins on the admin and POST /auth/token (django-axes): after
+# LOGIN_FAILURE_LIMIT failures of one username from one address, that pair is
+# refused for LOGIN_LOCKOUT_MINUTES, with 429. A success resets the count.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "copilot.audit.client_address"
+# Successful logins are in the audit trail; axes keeps only the failures.
+AXES_DISABLE_ACCESS_LOG = True
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": f"django.contrib.auth.password_validation.{name}"}
@@ -154,6 +183,17 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "copilot.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "copilot.throttling.UserRateThrottle",
+        "copilot.throttling.AnonRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env.str("API_RATE_USER", default="600/minute"),
+        "anon": env.str("API_RATE_ANON", default="60/minute"),
+        "login": env.str("API_RATE_LOGIN", default="10/minute"),
+    },
+    # Rate limits count per REMOTE_ADDR unless trusted proxies say otherwise.
+    "NUM_PROXIES": PROXY_COUNT,
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
@@ -182,19 +222,44 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool(
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
-if env.bool("BEHIND_TLS_PROXY", default=False):
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if not SECURE_SSL_REDIRECT:
+        # The proxy redirects HTTP to HTTPS itself.
+        SILENCED_SYSTEM_CHECKS = ["security.W008"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
+# Audit trail: which models are audited, and the attribute of each that contains
+# the patient's id. Entries older than AUDIT_RETENTION_DAYS are removed by
+# `manage.py prune_audit`; 0 keeps them forever.
+AUDIT_MODELS = {
+    "patients.Patient": "id",
+    "scans.Scan": "patient_id",
+    "documents.PatientDocument": "patient_id",
+}
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=6 * 366)
+
+# Log lines name ids, never patient names, MRNs, file contents or secrets.
+# django.request logs the path without the query string, which may carry a
+# ?search= name; the gunicorn access log is set up the same way in
+# copilot/gunicorn_conf.py.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "copilot.requestid.RequestIDFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s "
+            "request_id=%(request_id)s %(message)s"
+        },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

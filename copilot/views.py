@@ -7,15 +7,17 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
-from django.http import FileResponse
+from django.http import FileResponse, JsonResponse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, permission_classes, throttle_classes
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from copilot import audit
+from copilot.exceptions import server_error_body
 from copilot.storage import StorageError, backend_name, ping_storage
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ def api_root(request):
 )
 @api_view(["GET"])
 @permission_classes([AllowAny])
+@throttle_classes([])  # load balancers and probes poll it
 def health(request):
     """Report whether the database runs a query and which storage is in use.
 
@@ -137,9 +140,37 @@ def serve_stored_file(request, path, alias, folder, permission):
     except (SuspiciousFileOperation, IsADirectoryError) as error:
         raise NotFound(f"File {name} not found") from error
 
+    owner = audit.find_file_owner(permission.replace(".view_", ".", 1), name)
+    if owner is not None:
+        audit.note_read(request, owner)
+
     content_type, _ = mimetypes.guess_type(name)
     response = FileResponse(
         handle, content_type=content_type or "application/octet-stream"
     )
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+serve_stored_file.audit_file_reads = True
+
+
+# Errors outside DRF views (unknown URLs, the admin), as JSON like the API's.
+
+
+def bad_request(request, exception=None):
+    return JsonResponse({"detail": "Bad request."}, status=400)
+
+
+def permission_denied(request, exception=None):
+    return JsonResponse(
+        {"detail": "You do not have permission to perform this action."}, status=403
+    )
+
+
+def not_found(request, exception=None):
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
+def server_error(request):
+    return JsonResponse(server_error_body(), status=500)

@@ -212,8 +212,9 @@ class TestGetPatient:
         with CaptureQueriesContext(connection) as queries:
             api.get(f"/patients/{patient.pk}")
 
-        # Token and user, permissions, the patient, its scans, its documents.
-        assert len(queries) <= 5
+        # Token and user, permissions, the patient, its scans, its documents,
+        # and the audit entry of the read.
+        assert len(queries) <= 6
 
     def test_it_handles_unknown_patient(self, api):
         response = api.get("/patients/7")
