@@ -1,0 +1,295 @@
+"""Budgets and docs/benchmarks.md from the results of one run of the suite.
+
+The findings in bench/findings.md (what was profiled, what was changed and what
+the code cannot change) are copied into the page as they are.
+"""
+
+from pathlib import Path
+
+from bench import run
+from bench.servers import gunicorn_command_line
+
+FINDINGS = Path(__file__).resolve().parent / "findings.md"
+
+
+def budgets(results):
+    """Return [(name, passed, measured)] for the budgets of the parts measured."""
+    checks = []
+    if "reads" in results:
+        checks += read_budgets(results["reads"])
+    if "uploads" in results:
+        ratio = results["uploads"]["jpeg"]["ratio"]
+        checks.append(
+            (
+                f"JPEG upload rate through the API at least "
+                f"{run.BUDGET_UPLOAD_RATIO:.0%} of the direct SDK rate",
+                ratio >= run.BUDGET_UPLOAD_RATIO,
+                f"{ratio:.0%}",
+            )
+        )
+    if "memory" in results:
+        memory = results["memory"]
+        growth = memory["growth_mb"]
+        stored = memory["upload"]["status"] == 201
+        checks.append(
+            (
+                f"worker memory at most {run.BUDGET_MEMORY_MB} MB above idle "
+                "while storing a 500 MB upload",
+                growth <= run.BUDGET_MEMORY_MB and stored,
+                f"{growth} MB"
+                + ("" if stored else f" (HTTP {memory['upload']['status']})"),
+            )
+        )
+    return checks
+
+
+def read_budgets(reads):
+    queries = {
+        size: (
+            reads[size]["queries"]["list"]["total"],
+            reads[size]["queries"]["detail"]["total"],
+        )
+        for size in run.SIZES
+    }
+    worst = max(max(pair) for pair in queries.values())
+    same = len(set(queries.values())) == 1
+    query_text = ", ".join(
+        f"list {pair[0]} and detail {pair[1]} at {size:,}"
+        for size, pair in queries.items()
+    )
+
+    largest = run.SIZES[-1]
+    p50 = reads[largest]["list"]["p50_ms"]
+    return [
+        (
+            f"queries per read request at most {run.BUDGET_QUERIES}, the same "
+            "at every size",
+            worst <= run.BUDGET_QUERIES and same,
+            query_text,
+        ),
+        (
+            f"GET /patients p50 at most {run.BUDGET_LIST_P50_MS} ms at "
+            f"{largest:,} patients",
+            p50 <= run.BUDGET_LIST_P50_MS,
+            f"{p50} ms",
+        ),
+    ]
+
+
+def budget_lines(checks):
+    return [
+        f"{'PASS' if passed else 'FAIL'}: {name}: {measured}"
+        for name, passed, measured in checks
+    ]
+
+
+def write(results, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(results))
+    return path
+
+
+def render(results):
+    machine = results["machine"]
+    versions = results["versions"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m bench.run`); do not edit by hand.",
+        "The findings at the end come from `bench/findings.md`.",
+        "",
+        "## Run",
+        "",
+        f"- Date: {results['date']}; the run took {results['seconds']} s.",
+        f"- Machine: {machine['cores']} cores ({machine['cpu']}), "
+        f"{machine['memory_gib']} GiB of memory, {machine['system']}; load "
+        f"average at the start {', '.join(map(str, machine['load_at_start']))}. "
+        "The machine was shared with other test runs, so single figures are "
+        "noisy: each figure is the median of "
+        f"{results['plan']['runs']} runs, and each ratio is measured within "
+        "one run.",
+        f"- Software: Python {versions['python']}, Django {versions['django']}, "
+        f"gunicorn {versions['gunicorn']}, PostgreSQL {versions['postgresql']}.",
+        "- Command: `make bench`. It installs requirements-dev.txt and "
+        "bench/requirements.txt, starts PostgreSQL when it is not running, "
+        "recreates the database `copilot_bench`, runs every measurement and "
+        "stops its servers.",
+        f"- Server: `{gunicorn_command_line()}` with `DEBUG=false`, a random "
+        "`SECRET_KEY`, `SECURE_SSL_REDIRECT=false` (plain HTTP on loopback), "
+        "`ALLOWED_HOSTS=127.0.0.1`, `CONN_MAX_AGE` at its default (60 s) and "
+        "`LOG_LEVEL=WARNING`.",
+        f"- Storage of the served app: `{results['storage']}`; "
+        "`CLOUDINARY_URL` points at the Cloudinary-compatible server "
+        "(`python -m copilot.testing.cloudinary_server`) that the suite starts.",
+        f"- Load: `python -m bench.load`, a separate process with {run.CLIENTS} "
+        "threads, each keeping one HTTP connection to 127.0.0.1 and sending "
+        "one request after another. Client and server share the 2 cores.",
+        "",
+        "## Budgets",
+        "",
+        "| budget | measured | result |",
+        "| --- | --- | --- |",
+    ]
+    for name, passed, measured in results["budgets"]:
+        lines.append(f"| {name} | {measured} | {'PASS' if passed else 'FAIL'} |")
+    lines += reads_section(results) + uploads_section(results)
+    lines += memory_section(results) + previews_section(results)
+    lines += ["", "## Findings", ""]
+    lines += FINDINGS.read_text().strip().splitlines()
+    return "\n".join(lines) + "\n"
+
+
+READS = (("list", "GET /patients"), ("detail", "GET /patients/{id}"))
+
+
+def reads_section(results):
+    lines = [
+        "",
+        "## Reads",
+        "",
+        "The list is the first page (50 patients with their scan and document "
+        "counts); the detail is a patient with 5 scans and 2 documents.",
+        "",
+        "### SQL statements per request",
+        "",
+        "Counted with Django's test client and `CaptureQueriesContext` on the "
+        "seeded database with the served settings: every statement sent, "
+        "`BEGIN` and `COMMIT` included. The last column counts them again with "
+        "the rate limits kept in process memory instead of the database cache.",
+        "",
+        "| patients | request | statements | authentication | rate limit | "
+        "read | audit | transaction | rate limits in memory |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, figures in results["reads"].items():
+        for kind, label in READS:
+            counts = figures["queries"][kind]
+            kinds = counts["kinds"]
+            by_kind = " | ".join(
+                str(kinds.get(name, 0))
+                for name in ("authentication", "rate limit", "read", "audit")
+            )
+            lines.append(
+                f"| {int(size):,} | {label} | {counts['total']} | {by_kind} | "
+                f"{kinds.get('transaction', 0)} | {counts['memory_cache_total']} |"
+            )
+    lines += [
+        "",
+        "### Load",
+        "",
+        f"{run.CLIENTS} concurrent clients, {results['plan']['read_seconds']} s "
+        "per run after a warm-up. The 1-client column is the same request from "
+        "one client alone, run after each 8-client run: the time one request "
+        "takes when nothing waits. CPU is the CPU time per request of the "
+        "gunicorn workers, their PostgreSQL backends and the load client, "
+        "measured with psutil over the 8-client runs.",
+        "",
+        "| patients | request | requests/s | p50 ms | p99 ms | 1 client: "
+        "requests/s, p50 ms | CPU ms: workers, PostgreSQL, client | runs "
+        "(requests/s, p50 ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size, figures in results["reads"].items():
+        for kind, label in READS:
+            row = figures[kind]
+            runs = "; ".join(f"{one['rate']}, {one['p50_ms']}" for one in row["runs"])
+            errors = sum(one["errors"] for one in row["runs"])
+            if errors:
+                runs += f" ({errors} errors)"
+            alone = row["alone"]
+            cpu = row["cpu_ms"]
+            lines.append(
+                f"| {int(size):,} | {label} | {row['rate']} | {row['p50_ms']} | "
+                f"{row['p99_ms']} | {alone['rate']}, {alone['p50_ms']} | "
+                f"{cpu['workers']}, {cpu['postgres']}, {cpu['client']} | {runs} |"
+            )
+    return lines
+
+
+def uploads_section(results):
+    uploads = results["uploads"]
+    types = uploads["resource_types"]
+    lines = [
+        "",
+        "## Uploads",
+        "",
+        f"{run.CLIENTS} concurrent clients. *API* is `POST "
+        "/patients/{id}/upload/scan` through gunicorn: the upload is checked, "
+        "hashed, a preview and a thumbnail are rendered (for a DICOM this "
+        "decodes the image, which costs most of the CPU), and the original and "
+        "both PNGs are stored, then the row is saved. *Direct* is "
+        "`cloudinary.uploader.upload` of the same bytes to the same server, "
+        f"from the load process (resource type `{types['jpeg']}` for the JPEG, "
+        f"`{types['dicom']}` for the DICOM). The ratio is API rate / direct "
+        "rate within one run; its median is over the runs. CPU is the CPU time "
+        "per upload of the gunicorn workers (API only), the Cloudinary server "
+        "and the load client, measured with psutil.",
+        "",
+        "| file | size | uploads per run: API, direct | API uploads/s | "
+        "direct uploads/s | API p50 ms | direct p50 ms | API/direct | ratios per "
+        "run | CPU ms API: workers, server, client | CPU ms direct: server, "
+        "client |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"jpeg": "chest JPEG", "dicom": "RG1_UNCR.dcm"}
+    for kind, label in names.items():
+        row = uploads[kind]
+        ratios = ", ".join(f"{one['ratio']:.0%}" for one in row["runs"])
+        errors = sum(
+            one["api"]["errors"] + one["direct"]["errors"] for one in row["runs"]
+        )
+        if errors:
+            ratios += f" ({errors} errors)"
+        api, direct = row["api_cpu_ms"], row["direct_cpu_ms"]
+        lines.append(
+            f"| {label} | {row['bytes'] / 1000:,.0f} kB | {row['uploads']}, "
+            f"{row['direct_uploads']} | {row['api_rate']} | {row['direct_rate']} | "
+            f"{row['api_p50_ms']} | {row['direct_p50_ms']} | {row['ratio']:.0%} | "
+            f"{ratios} | {api['workers']}, {api['cloudinary']}, {api['client']} | "
+            f"{direct['cloudinary']}, {direct['client']} |"
+        )
+    return lines
+
+
+def memory_section(results):
+    memory = results["memory"]
+    upload = memory["upload"]
+    workers = ", ".join(
+        f"{one['idle_mb']} → {one['peak_mb']} MB" for one in memory["workers"].values()
+    )
+    return [
+        "",
+        "## Memory",
+        "",
+        f"One upload of a {memory['bytes'] / 1e6:,.0f} MB multi-frame DICOM "
+        "(RG1_UNCR.dcm's frame repeated) with `MAX_UPLOAD_SIZE` raised for the "
+        "run, streamed by the client from disk. The RSS of each gunicorn worker "
+        f"was sampled every 10 ms with psutil ({memory['samples']} samples); "
+        "idle is the RSS after every worker had served uploads, just before the "
+        "large one.",
+        "",
+        f"- Answer: HTTP {upload['status']} after {upload['seconds']} s.",
+        f"- Worker that stored it: idle {memory['idle_mb']} MB, peak "
+        f"{memory['peak_mb']} MB, growth {memory['growth_mb']} MB.",
+        f"- All workers (idle → peak): {workers}.",
+    ]
+
+
+def previews_section(results):
+    lines = [
+        "",
+        "## DICOM previews",
+        "",
+        '`scans.previews.make_previews(file, "dicom")` in one process, after '
+        "one warm-up call; milliseconds per megabyte (10^6 bytes) of the file.",
+        "",
+        "| file | size | median ms | ms per MB | runs ms |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in results["previews"].items():
+        lines.append(
+            f"| {name} | {row['bytes'] / 1e6:.1f} MB | {row['median_ms']} | "
+            f"{row['ms_per_mb']} | {', '.join(map(str, row['ms']))} |"
+        )
+    return lines
