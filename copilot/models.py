@@ -39,7 +39,12 @@ class PendingFileDeletion(models.Model):
             self.attempts += 1
             self.last_error = str(error)
             self.last_attempt_at = timezone.now()
-            self.save(update_fields=["attempts", "last_error", "last_attempt_at"])
+            # An update, not save(): another process may have finished the row.
+            PendingFileDeletion.objects.filter(pk=self.pk).update(
+                attempts=models.F("attempts") + 1,
+                last_error=self.last_error,
+                last_attempt_at=self.last_attempt_at,
+            )
             logger.error(
                 "delete of stored file failed pending_id=%s alias=%s name=%s "
                 "attempts=%s error=%s",

@@ -152,30 +152,58 @@ FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=None)
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
+# Cloudinary stores scans and documents when credentials are set, either as
+# CLOUDINARY_URL or as the three CLOUDINARY_* variables. The SDK reads them from
+# the environment too. Without them nothing imports the Cloudinary packages.
 CLOUDINARY_URL = env.str("CLOUDINARY_URL", default="")
-CLOUDINARY_STORAGE = {
+_cloudinary_credentials = {
     "CLOUD_NAME": env.str("CLOUDINARY_CLOUD_NAME", default=""),
     "API_KEY": env.str("CLOUDINARY_API_KEY", default=""),
     "API_SECRET": env.str("CLOUDINARY_API_SECRET", default=""),
 }
-CLOUDINARY_ENABLED = bool(CLOUDINARY_URL) or all(CLOUDINARY_STORAGE.values())
+CLOUDINARY_ENABLED = bool(CLOUDINARY_URL) or all(_cloudinary_credentials.values())
+# django-cloudinary-storage copies these credentials into the SDK when present,
+# so empty ones must not be passed: they would override CLOUDINARY_URL.
+CLOUDINARY_STORAGE = (
+    _cloudinary_credentials if all(_cloudinary_credentials.values()) else {}
+)
+# "authenticated" makes every file URL signed, so it cannot be guessed.
+CLOUDINARY_DELIVERY_TYPE = env.str("CLOUDINARY_DELIVERY_TYPE", default="upload")
+if CLOUDINARY_DELIVERY_TYPE not in ("upload", "authenticated"):
+    raise ImproperlyConfigured(
+        f"CLOUDINARY_DELIVERY_TYPE is {CLOUDINARY_DELIVERY_TYPE!r}. Set it to "
+        "'upload' or 'authenticated' (recommended for patient data)."
+    )
+# Seconds before any call to Cloudinary gives up.
+CLOUDINARY_TIMEOUT = env.float("CLOUDINARY_TIMEOUT", default=30.0)
+# Files larger than this many bytes are uploaded in chunks of CLOUDINARY_CHUNK_SIZE
+# bytes (Cloudinary wants chunks of at least 5 MB).
+CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD = env.int(
+    "CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD", default=100_000_000
+)
+CLOUDINARY_CHUNK_SIZE = env.int("CLOUDINARY_CHUNK_SIZE", default=20_000_000)
 
 LOCAL_STORAGE = {
     "BACKEND": "django.core.files.storage.FileSystemStorage",
     "OPTIONS": {"location": MEDIA_ROOT, "base_url": MEDIA_URL},
 }
+CLOUDINARY_STORAGE_BACKEND = {"BACKEND": "copilot.cloudinary.CloudinaryStorage"}
+FILE_STORAGE = CLOUDINARY_STORAGE_BACKEND if CLOUDINARY_ENABLED else LOCAL_STORAGE
+# Static files stay on the local disk, served by WhiteNoise. The
+# "cloudinary_storage" app is not installed: the storage class needs no app, and
+# the app's collectstatic reads STATICFILES_STORAGE, which Django 5.1 removed.
 STORAGES = {
     "default": LOCAL_STORAGE,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    "scans": LOCAL_STORAGE,
-    "documents": LOCAL_STORAGE,
+    "scans": FILE_STORAGE,
+    "documents": FILE_STORAGE,
 }
 
 # API
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "copilot.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["copilot.permissions.ModelPermissions"],

@@ -132,6 +132,8 @@ def serve_stored_file(request, path, alias, folder, permission):
         raise PermissionDenied("You do not have permission to view this file.")
 
     name = f"{folder}/{path}"
+    if backend_name(alias) != "local":
+        raise NotFound(f"File {name} not found")
     storage = storages[alias]
     try:
         if not storage.exists(name):
