@@ -53,6 +53,7 @@ CLIENTS = 8
 BIG_UPLOAD_SIZE = 500 * 1000 * 1000
 MB = 1000 * 1000
 
+# Queries are the statements other than BEGIN and COMMIT.
 BUDGET_QUERIES = 5
 BUDGET_LIST_P50_MS = 25
 BUDGET_UPLOAD_RATIO = 0.60
@@ -390,40 +391,47 @@ def query_kind(sql):
 def count_queries(token, paths):
     """Count the SQL statements of each path with Django's test client.
 
-    Each path gets the total and the count of each kind of statement, once with
-    the served settings and once with the rate limits counted in process memory
-    (as with Redis, or a single worker) instead of the database cache.
+    Each path gets the count of each kind of statement, and its queries (the
+    statements other than BEGIN and COMMIT) once with the served settings and
+    once with the rate limits counted in process memory (as with Redis, or a
+    single worker) instead of the database cache.
     """
-    from django.db import connection
     from django.test import Client, override_settings
-    from django.test.utils import CaptureQueriesContext
 
     client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_HOST="127.0.0.1")
     counts = {}
     for path in paths:
-        client.get(path)
-        with CaptureQueriesContext(connection) as queries:
-            response = client.get(path)
-        if response.status_code != 200:
-            raise RuntimeError(f"GET {path} returned HTTP {response.status_code}.")
-        # The next request clears the connection's query log that `queries`
-        # reads, so the counts are taken now.
-        total = len(queries)
-        kinds = {}
-        for query in queries:
-            kind = query_kind(query["sql"])
-            kinds[kind] = kinds.get(kind, 0) + 1
-        memory_cache = {"default": {"BACKEND": LOCMEM_CACHE}}
-        with override_settings(CACHES=memory_cache):
-            client.get(path)
-            with CaptureQueriesContext(connection) as without_cache:
-                client.get(path)
+        kinds = statement_kinds(client, path)
+        with override_settings(CACHES={"default": {"BACKEND": LOCMEM_CACHE}}):
+            in_memory = statement_kinds(client, path)
         counts[path] = {
-            "total": total,
             "kinds": kinds,
-            "memory_cache_total": len(without_cache),
+            "total": sum(kinds.values()),
+            "queries": queries_of(kinds),
+            "memory_cache_queries": queries_of(in_memory),
         }
     return counts
+
+
+def statement_kinds(client, path):
+    """Return {kind: count} of the statements of a second GET of `path`."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(path)
+    with CaptureQueriesContext(connection) as statements:
+        response = client.get(path)
+    if response.status_code != 200:
+        raise RuntimeError(f"GET {path} returned HTTP {response.status_code}.")
+    kinds = {}
+    for statement in statements:
+        kind = query_kind(statement["sql"])
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
+def queries_of(kinds):
+    return sum(count for kind, count in kinds.items() if kind != "transaction")
 
 
 def load(*arguments, timeout=900):
@@ -596,10 +604,12 @@ def sdk_resource_types():
     from django.core.files.storage import storages
 
     storage = storages["scans"]
-    chooser = getattr(storage, "resource_type_for", None)
-    if chooser is None:
+    if not hasattr(storage, "resource"):
         return {"jpeg": "image", "dicom": "raw"}
-    return {"jpeg": chooser("xrays/a.jpg"), "dicom": chooser("xrays/a.dcm")}
+    return {
+        kind: storage.resource(f"xrays/a.{extension}").resource_type
+        for kind, extension in (("jpeg", "jpg"), ("dicom", "dcm"))
+    }
 
 
 def median_of(results, side, key):
