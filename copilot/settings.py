@@ -177,9 +177,10 @@ if CLOUDINARY_DELIVERY_TYPE not in ("upload", "authenticated"):
 # Seconds before any call to Cloudinary gives up.
 CLOUDINARY_TIMEOUT = env.float("CLOUDINARY_TIMEOUT", default=30.0)
 # Files larger than this many bytes are uploaded in chunks of CLOUDINARY_CHUNK_SIZE
-# bytes (Cloudinary wants chunks of at least 5 MB).
+# bytes (Cloudinary wants chunks of at least 5 MB). A file sent in one request is
+# held in memory about twice by the SDK, so the threshold is one chunk.
 CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD = env.int(
-    "CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD", default=100_000_000
+    "CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD", default=20_000_000
 )
 CLOUDINARY_CHUNK_SIZE = env.int("CLOUDINARY_CHUNK_SIZE", default=20_000_000)
 
