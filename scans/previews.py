@@ -38,8 +38,7 @@ __all__ = [
 PREVIEW_SIZE = 1024
 THUMBNAIL_SIZE = 256
 # zlib level of the PNGs. Level 1 encodes a 1024-pixel radiograph about four
-# times faster than Pillow's default of 6, for files about 17% larger; the
-# encoding was most of the time of an upload.
+# times faster than Pillow's default of 6, and the files are about 17% larger.
 PNG_COMPRESS_LEVEL = 1
 
 KINDS = ("dicom", "png", "jpeg")
