@@ -277,9 +277,9 @@ def memory_section(results):
         "run, streamed by the client from disk. The RSS of each gunicorn worker "
         "was sampled every 10 ms with psutil; idle is the RSS after every worker "
         "had served uploads, just before the large one. The same was measured "
-        "for a 94 MB file, which the storage sent to Cloudinary in one request "
-        "while `CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD` was 100 MB; it has no "
-        "budget.",
+        "for a 94 MB file, a size that went to Cloudinary in one request while "
+        "`CLOUDINARY_CHUNKED_UPLOAD_THRESHOLD` was 100 MB and now goes in "
+        "chunks; it has no budget.",
         "",
         "| upload | answer | seconds | samples | idle MB | peak MB | growth MB | "
         "all workers, idle → peak MB |",
