@@ -63,7 +63,6 @@ class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
-        ("copilot", "0001_initial"),
         ("patients", "0001_initial"),
         ("scans", "0001_initial"),
         ("documents", "0001_initial"),

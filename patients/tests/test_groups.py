@@ -41,20 +41,20 @@ class TestGroupsMigration:
     migration = "0002_radiologists_and_front_desk_groups"
 
     def test_it_runs_backward_and_forward(self):
-        call_command("migrate", "copilot", "0001", verbosity=0)
+        call_command("migrate", "patients", "0001", verbosity=0)
         assert not Group.objects.filter(name__in=["Radiologists", "Front desk"])
 
-        call_command("migrate", "copilot", self.migration, verbosity=0)
+        call_command("migrate", "patients", self.migration, verbosity=0)
         assert group_permissions("Radiologists") == RADIOLOGISTS
         assert group_permissions("Front desk") == FRONT_DESK
 
     def test_it_creates_missing_permissions(self):
-        call_command("migrate", "copilot", "0001", verbosity=0)
+        call_command("migrate", "patients", "0001", verbosity=0)
         Permission.objects.filter(
             content_type__app_label__in=["patients", "scans", "documents"]
         ).delete()
 
-        call_command("migrate", "copilot", self.migration, verbosity=0)
+        call_command("migrate", "patients", self.migration, verbosity=0)
 
         assert group_permissions("Radiologists") == RADIOLOGISTS
         assert group_permissions("Front desk") == FRONT_DESK
@@ -62,6 +62,6 @@ class TestGroupsMigration:
     def test_it_keeps_other_groups(self):
         Group.objects.create(name="Auditors")
 
-        call_command("migrate", "copilot", "0001", verbosity=0)
+        call_command("migrate", "patients", "0001", verbosity=0)
 
         assert list(Group.objects.values_list("name", flat=True)) == ["Auditors"]
