@@ -1,8 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from copilot import views
+
+# Requests that no API view handles still get a JSON answer, outside the admin.
+handler400 = "copilot.views.bad_request"
+handler403 = "copilot.views.permission_denied"
+handler404 = "copilot.views.not_found"
+handler500 = "copilot.views.server_error"
 
 urlpatterns = [
     re_path(r"^$", views.api_root, name="api-root"),
@@ -10,7 +16,7 @@ urlpatterns = [
     path("", include("patients.urls")),
     path("", include("scans.urls")),
     path("", include("documents.urls")),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", views.SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
     # Files of the local storage, for authenticated users only. Cloudinary files

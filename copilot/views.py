@@ -1,4 +1,5 @@
-"""Service endpoints: the API root, health, and authenticated local file delivery."""
+"""Service endpoints: the API root, health, the schema, authenticated local file
+delivery, and the JSON error pages for requests that no API view handles."""
 
 import logging
 import mimetypes
@@ -7,15 +8,21 @@ from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
-from django.http import FileResponse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.http import FileResponse, JsonResponse
+from django.urls import reverse as url_reverse
+from django.views import defaults
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from copilot.responses import ErrorSerializer
 from copilot.storage import StorageError, backend_name, ping_storage
 
 logger = logging.getLogger(__name__)
@@ -143,3 +150,65 @@ def serve_stored_file(request, path, alias, folder, permission):
     )
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, with its errors in JSON like every other endpoint."""
+
+    @extend_schema(
+        responses={
+            200: OpenApiTypes.OBJECT,
+            (404, "application/json"): OpenApiResponse(
+                ErrorSerializer, description="Unknown ?format=."
+            ),
+        },
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        # The schema renderers would answer an error in YAML.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+def _is_admin(request):
+    return request.path.startswith(url_reverse("admin:index"))
+
+
+def not_found(request, exception=None):
+    """Answer a URL that matches no route with JSON, except in the admin."""
+    if _is_admin(request):
+        return defaults.page_not_found(request, exception)
+    return JsonResponse(
+        {"detail": f"No endpoint matches {request.path}."},
+        status=status.HTTP_404_NOT_FOUND,
+    )
+
+
+def bad_request(request, exception=None):
+    """Answer a request that Django rejects before any view (400) with JSON."""
+    if _is_admin(request):
+        return defaults.bad_request(request, exception)
+    return JsonResponse(
+        {"detail": "The request is malformed."}, status=status.HTTP_400_BAD_REQUEST
+    )
+
+
+def permission_denied(request, exception=None):
+    if _is_admin(request):
+        return defaults.permission_denied(request, exception)
+    return JsonResponse(
+        {"detail": "You do not have permission to perform this action."},
+        status=status.HTTP_403_FORBIDDEN,
+    )
+
+
+def server_error(request):
+    if _is_admin(request):
+        return defaults.server_error(request)
+    return JsonResponse(
+        {"detail": "The server failed to answer the request."},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )

@@ -1,0 +1,95 @@
+"""Malformed bodies, wrong media types, oversized fields and hostile file names.
+
+Bodies are built byte by byte here, because Django's test client cleans file
+names and always writes well-formed multipart.
+"""
+
+import json
+
+import pytest
+
+from conftest import stored_files
+from documents.models import PatientDocument
+from scans.models import Scan
+
+pytestmark = pytest.mark.django_db
+
+BOUNDARY = "copilot-test-boundary"
+MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def part(name, value, filename=None, content_type=None, raw_disposition=None):
+    """Return one multipart part; `value` is str or bytes."""
+    disposition = raw_disposition or f'form-data; name="{name}"'
+    if filename is not None and raw_disposition is None:
+        disposition += f'; filename="{filename}"'
+    head = f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    data = value.encode() if isinstance(value, str) else value
+    return head.encode() + b"\r\n" + data + b"\r\n"
+
+
+def multipart(*parts):
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+def scan_body(png, filename="chest.png", **fields):
+    fields.setdefault("body_part", "CHEST")
+    return multipart(
+        part("file", png, filename=filename, content_type="image/png"),
+        *(part(name, value) for name, value in fields.items()),
+    )
+
+
+def assert_nothing_stored(patient, media_root):
+    assert not Scan.objects.filter(patient=patient).exists()
+    assert not PatientDocument.objects.filter(patient=patient).exists()
+    assert stored_files(media_root) == {}
+
+
+def assert_json_error(response, status):
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["detail"]
+
+
+class TestUnroutedRequests:
+    def test_it_answers_an_unknown_path_with_json(self, api):
+        response = api.get("/scans/0.5/")
+
+        assert_json_error(response, 404)
+        assert response.json() == {"detail": "No endpoint matches /scans/0.5/."}
+
+    def test_it_answers_a_non_numeric_patient_upload_with_json(self, api, chest_png):
+        response = api.generic(
+            "POST", "/patients/%C2%84/upload/scan", scan_body(chest_png), MULTIPART
+        )
+
+        assert_json_error(response, 404)
+
+    def test_it_answers_a_disallowed_host_with_json(self, api):
+        response = api.get("/patients/", HTTP_HOST="copilot.invalid")
+
+        assert_json_error(response, 400)
+
+    def test_it_answers_a_server_error_with_json(self, rf):
+        from copilot.views import server_error
+
+        response = server_error(rf.get("/patients/"))
+
+        assert response.status_code == 500
+        assert json.loads(response.content) == {
+            "detail": "The server failed to answer the request."
+        }
+
+    def test_it_keeps_html_pages_in_the_admin(self, admin_client):
+        response = admin_client.get("/admin/no-such-app/")
+
+        assert response.status_code == 404
+        assert response["Content-Type"].startswith("text/html")
+
+    def test_schema_answers_an_unknown_format_with_json(self, api):
+        response = api.get("/schema/?format=xml")
+
+        assert_json_error(response, 404)
