@@ -2,6 +2,12 @@
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -25,7 +31,13 @@ class PayloadTooLarge(APIException):
 
 
 def exception_handler(exc, context):
-    """Render storage failures as 502 (503 on a timeout), and the rest as DRF does."""
+    """Render every API error as a JSON object.
+
+    Storage failures become 502 (503 on a timeout); Django's limits on the
+    request body, which DRF leaves to Django's HTML error pages, become 413 or
+    400; the rest is rendered as DRF does, with a bare list of messages wrapped
+    in {"detail": ...} so that every error body is an object.
+    """
     if isinstance(exc, StorageError):
         code = (
             status.HTTP_503_SERVICE_UNAVAILABLE
@@ -33,5 +45,18 @@ def exception_handler(exc, context):
             else status.HTTP_502_BAD_GATEWAY
         )
         return Response({"detail": str(exc)}, status=code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {
+                "detail": "The form fields are larger than the maximum of "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
 
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, list):
+        response.data = {"detail": " ".join(str(item) for item in response.data)}
+    return response

@@ -7,6 +7,7 @@ names and always writes well-formed multipart.
 import json
 
 import pytest
+from django.test import override_settings
 
 from conftest import stored_files
 from documents.models import PatientDocument
@@ -54,6 +55,32 @@ def assert_json_error(response, status):
     assert response.json()["detail"]
 
 
+class TestFormLimits:
+    def test_it_rejects_a_form_field_over_the_memory_limit(
+        self, api, patient, local_storage, chest_png, settings
+    ):
+        huge = "A" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+        body = scan_body(chest_png, view_position=huge)
+        url = f"/patients/{patient.pk}/upload/scan"
+
+        response = api.generic("POST", url, body, content_type=MULTIPART)
+
+        assert_json_error(response, 413)
+        assert "form fields" in response.json()["detail"]
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_too_many_fields(self, api, patient, local_storage, chest_png):
+        fields = {f"field{number}": "x" for number in range(20)}
+        url = f"/patients/{patient.pk}/upload/scan"
+
+        with override_settings(DATA_UPLOAD_MAX_NUMBER_FIELDS=10):
+            body = scan_body(chest_png, **fields)
+            response = api.generic("POST", url, body, content_type=MULTIPART)
+
+        assert_json_error(response, 400)
+        assert_nothing_stored(patient, local_storage)
+
+
 class TestUnroutedRequests:
     def test_it_answers_an_unknown_path_with_json(self, api):
         response = api.get("/scans/0.5/")
@@ -93,3 +120,11 @@ class TestUnroutedRequests:
         response = api.get("/schema/?format=xml")
 
         assert_json_error(response, 404)
+
+
+class TestErrorBodies:
+    def test_it_wraps_a_list_of_messages_in_an_object(self, api):
+        response = api.get("/patients/?search=a%00b")
+
+        assert response.status_code == 400
+        assert response.json() == {"detail": "Null characters are not allowed."}
