@@ -11,6 +11,7 @@ from django.test import override_settings
 
 from conftest import stored_files
 from documents.models import PatientDocument
+from patients.models import Patient
 from scans.models import Scan
 
 pytestmark = pytest.mark.django_db
@@ -79,6 +80,78 @@ class TestFormLimits:
 
         assert_json_error(response, 400)
         assert_nothing_stored(patient, local_storage)
+
+
+class TestBodyLimit:
+    def test_it_rejects_a_json_body_over_the_memory_limit(self, api, settings):
+        name = "A" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
+        body = json.dumps({"mrn": "HUGE-1", "name": name})
+
+        response = api.generic(
+            "POST", "/patients/", body, content_type="application/json"
+        )
+
+        assert_json_error(response, 413)
+        assert not Patient.objects.filter(mrn="HUGE-1").exists()
+
+    def test_it_rejects_a_declared_upload_size_before_reading(
+        self, api, patient, local_storage, chest_png, settings
+    ):
+        # The test client's input raises if more than the real body is read, so
+        # a 413 here means the declared length alone decided.
+        declared = settings.MAX_UPLOAD_SIZE + settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+        url = f"/patients/{patient.pk}/upload/scan"
+
+        response = api.generic(
+            "POST",
+            url,
+            scan_body(chest_png),
+            content_type=MULTIPART,
+            CONTENT_LENGTH=str(declared),
+        )
+
+        assert_json_error(response, 413)
+        assert str(declared) in response.json()["detail"]
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_declared_json_size_before_reading(self, api, settings):
+        declared = settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1
+
+        response = api.generic(
+            "POST",
+            "/patients/",
+            b'{"mrn": "M", "name": "N"}',
+            content_type="application/json",
+            CONTENT_LENGTH=str(declared),
+        )
+
+        assert_json_error(response, 413)
+        assert not Patient.objects.exists()
+
+    def test_it_accepts_a_file_within_the_limits(
+        self, api, patient, local_storage, chest_png
+    ):
+        url = f"/patients/{patient.pk}/upload/scan"
+
+        with override_settings(MAX_UPLOAD_SIZE=len(chest_png)):
+            response = api.generic(
+                "POST", url, scan_body(chest_png), content_type=MULTIPART
+            )
+
+        assert response.status_code == 201, response.content
+        assert Scan.objects.get().size == len(chest_png)
+
+    def test_it_rejects_an_invalid_content_length(self, api):
+        response = api.generic(
+            "POST",
+            "/patients/",
+            b"{}",
+            content_type="application/json",
+            CONTENT_LENGTH="12abc",
+        )
+
+        assert_json_error(response, 400)
+        assert "12abc" in response.json()["detail"]
 
 
 class TestUnroutedRequests:
