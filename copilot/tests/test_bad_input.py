@@ -5,11 +5,13 @@ names and always writes well-formed multipart.
 """
 
 import json
+import uuid
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
-from conftest import stored_files
+from conftest import sha256, stored_files
 from documents.models import PatientDocument
 from patients.models import Patient
 from scans.models import Scan
@@ -152,6 +154,139 @@ class TestBodyLimit:
 
         assert_json_error(response, 400)
         assert "12abc" in response.json()["detail"]
+
+
+HOSTILE_NAMES = {
+    "parent folders": ("../../etc/passwd.png", "passwd.png"),
+    "windows folders": ("..\\..\\x.png", "x.png"),
+    "absolute path": ("/etc/cron.d/x.png", "x.png"),
+    "nul": ("scan\x00.exe.png", "scan.exe.png"),
+    "right-to-left override": ("scan\u202egnp.exe.png", "scangnp.exe.png"),
+    "line break": ("scan\r\nX-Evil: 1.png", "scanX-Evil: 1.png"),
+    "unicode": ("Röntgen 胸部 ✓.png", "Röntgen 胸部 ✓.png"),
+    "long name": ("a" * 300 + ".png", "a" * 251 + ".png"),
+}
+
+
+class TestUploadFileNames:
+    def post(self, api, patient, body):
+        url = f"/patients/{patient.pk}/upload/scan"
+        return api.generic("POST", url, body, content_type=MULTIPART)
+
+    def disposition(self, filename):
+        # RFC 5987 form, so that every character reaches the parser as sent.
+        quoted = "".join(
+            char if char.isalnum() and char.isascii() else f"%{byte:02X}"
+            for char in filename
+            for byte in (char.encode(),)
+            for byte in byte
+        )
+        return f"form-data; name=\"file\"; filename*=UTF-8''{quoted}"
+
+    def assert_stored_inside(self, media_root):
+        # Nothing under the test's folder but the storage's own folders.
+        outside = [
+            path
+            for path in media_root.parent.rglob("*")
+            if path.is_file() and media_root not in path.parents
+        ]
+        assert outside == []
+        for name in stored_files(media_root):
+            assert Path(name).parts[0] == "xrays", name
+
+    @pytest.mark.parametrize("case", HOSTILE_NAMES.values(), ids=HOSTILE_NAMES.keys())
+    def test_it_stores_a_clean_name(self, api, patient, local_storage, chest_png, case):
+        filename, expected = case
+        body = multipart(
+            part(
+                "file",
+                chest_png,
+                content_type="image/png",
+                raw_disposition=self.disposition(filename),
+            ),
+            part("body_part", "CHEST"),
+        )
+
+        response = self.post(api, patient, body)
+
+        assert response.status_code == 201, response.content
+        scan = Scan.objects.get()
+        assert scan.original_filename == expected
+        assert response.json()["scan"]["original_filename"] == expected
+        assert Path(scan.file.name).parent.as_posix() == "xrays"
+        uuid.UUID(Path(scan.file.name).stem)
+        stored = stored_files(local_storage)
+        assert sha256(stored[scan.file.name]) == scan.sha256
+        self.assert_stored_inside(local_storage)
+
+    def test_it_cleans_a_quoted_traversal_name(
+        self, api, patient, local_storage, chest_png
+    ):
+        body = scan_body(chest_png, filename="../../../../tmp/evil.png")
+
+        response = self.post(api, patient, body)
+
+        assert response.status_code == 201, response.content
+        assert Scan.objects.get().original_filename == "evil.png"
+        self.assert_stored_inside(local_storage)
+
+    def test_it_rejects_a_name_that_is_only_an_extension(
+        self, api, patient, local_storage, chest_png
+    ):
+        response = self.post(api, patient, scan_body(chest_png, filename=".png"))
+
+        assert response.status_code == 400
+        assert "no extension" in response.json()["file"][0]
+        assert_nothing_stored(patient, local_storage)
+
+    @pytest.mark.parametrize("filename", ["..", ".", "../", ""])
+    def test_it_rejects_a_name_without_a_file(
+        self, api, patient, local_storage, chest_png, filename
+    ):
+        response = self.post(api, patient, scan_body(chest_png, filename=filename))
+
+        assert response.status_code == 400
+        assert isinstance(response.json(), dict)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_name_longer_than_a_part_header(
+        self, api, patient, local_storage, chest_png
+    ):
+        body = scan_body(chest_png, filename="a" * 1100 + ".png")
+
+        response = self.post(api, patient, body)
+
+        assert_json_error(response, 400)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_name_with_a_hidden_extension(
+        self, api, patient, local_storage, chest_png
+    ):
+        response = self.post(api, patient, scan_body(chest_png, filename="x.png.exe"))
+
+        assert response.status_code == 400
+        assert "'exe'" in response.json()["file"][0]
+        assert_nothing_stored(patient, local_storage)
+
+
+class TestCleanFilename:
+    def test_it_keeps_the_extension_of_a_long_name(self):
+        from copilot.files import clean_filename
+
+        name = clean_filename("b" * 300 + ".dicom")
+
+        assert len(name) == 255
+        assert name.endswith("b.dicom")
+
+    def test_it_drops_a_windows_drive_folder(self):
+        from copilot.files import clean_filename
+
+        assert clean_filename("C:\\scans\\chest.png") == "chest.png"
+
+    def test_it_drops_a_parent_folder_name(self):
+        from copilot.files import clean_filename
+
+        assert clean_filename("x/..") == ""
 
 
 class TestUnroutedRequests:
