@@ -6,7 +6,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
@@ -31,6 +30,7 @@ UPLOAD_ERRORS = {
         "already stored for this patient.",
     ),
     413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
+    415: OpenApiResponse(ErrorSerializer, description="The body is not multipart."),
     502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
     503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
 }
@@ -64,11 +64,6 @@ class ScanViewSet(
         if patient_id is not None:
             queryset = queryset.filter(patient_id=patient_id)
         return queryset
-
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create":
-            return [MultiPartParser(), FormParser()]
-        return super().get_parsers()
 
     @extend_schema(
         request=ScanUploadSerializer,

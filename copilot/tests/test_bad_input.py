@@ -58,6 +58,118 @@ def assert_json_error(response, status):
     assert response.json()["detail"]
 
 
+class TestUploadMediaTypes:
+    def post(self, api, patient, body, content_type):
+        url = f"/patients/{patient.pk}/upload/scan"
+        return api.generic("POST", url, body, content_type=content_type)
+
+    def test_it_rejects_text_plain(self, api, patient, local_storage, chest_png):
+        response = self.post(api, patient, chest_png, "text/plain")
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_xml(self, api, patient, local_storage):
+        body = b"<scan><body_part>CHEST</body_part><file>iVBORw0K</file></scan>"
+
+        response = self.post(api, patient, body, "application/xml")
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_json(self, api, patient, local_storage):
+        body = json.dumps({"file": "iVBORw0KGgo=", "body_part": "CHEST"})
+
+        response = self.post(api, patient, body, "application/json")
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_missing_content_type(self, api, patient, local_storage):
+        response = self.post(api, patient, b"file=x", "")
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_multipart_without_boundary(
+        self, api, patient, local_storage, chest_png
+    ):
+        response = self.post(api, patient, scan_body(chest_png), "multipart/form-data")
+
+        assert_json_error(response, 400)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_boundary_that_is_not_in_the_body(
+        self, api, patient, local_storage, chest_png
+    ):
+        content_type = "multipart/form-data; boundary=other-boundary"
+
+        response = self.post(api, patient, scan_body(chest_png), content_type)
+
+        assert response.status_code == 400
+        assert response.json() == {"file": ["No file was submitted."]}
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_an_invalid_boundary(
+        self, api, patient, local_storage, chest_png
+    ):
+        content_type = 'multipart/form-data; boundary="bad\x7fboundary"'
+
+        response = self.post(api, patient, scan_body(chest_png), content_type)
+
+        assert_json_error(response, 400)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_body_cut_short(self, api, patient, local_storage, chest_png):
+        body = scan_body(chest_png)[: len(chest_png) // 2]
+
+        response = self.post(api, patient, body, MULTIPART)
+
+        assert response.status_code == 400
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_part_without_disposition(
+        self, api, patient, local_storage, chest_png
+    ):
+        body = multipart(
+            f"--{BOUNDARY}\r\nContent-Type: image/png\r\n\r\n".encode()
+            + chest_png
+            + b"\r\n"
+        )
+
+        response = self.post(api, patient, body, MULTIPART)
+
+        assert response.status_code == 400
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_file_sent_as_a_string(self, api, patient, local_storage):
+        body = multipart(part("file", "chest.png"), part("body_part", "CHEST"))
+
+        response = self.post(api, patient, body, MULTIPART)
+
+        assert response.status_code == 400
+        assert "file" in response.json()
+        assert_nothing_stored(patient, local_storage)
+
+    def test_it_rejects_a_urlencoded_form(self, api, patient, local_storage):
+        body = "file=chest.png&body_part=CHEST"
+        content_type = "application/x-www-form-urlencoded"
+
+        response = self.post(api, patient, body, content_type)
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+    def test_document_upload_rejects_json(self, api, patient, local_storage):
+        body = json.dumps({"file": "JVBERi0=", "document_name": "Labs"})
+        url = f"/patients/{patient.pk}/upload/document"
+
+        response = api.generic("POST", url, body, content_type="application/json")
+
+        assert_json_error(response, 415)
+        assert_nothing_stored(patient, local_storage)
+
+
 class TestFormLimits:
     def test_it_rejects_a_form_field_over_the_memory_limit(
         self, api, patient, local_storage, chest_png, settings
