@@ -3,6 +3,7 @@
 import logging
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -13,6 +14,16 @@ from copilot.responses import ErrorSerializer, MessageSerializer
 logger = logging.getLogger(__name__)
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such record.")
+INVALID_PAGE = OpenApiResponse(
+    ErrorSerializer, description="No such page: ?page= is not a page of the list."
+)
+INVALID_FIELDS = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Invalid fields: each field name maps to a list of messages.",
+)
+UNSUPPORTED_MEDIA_TYPE = OpenApiResponse(
+    ErrorSerializer, description="The endpoint does not accept the body's Content-Type."
+)
 
 
 class NamedObjectMixin:

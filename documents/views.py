@@ -10,7 +10,10 @@ from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
 from copilot.viewsets import (
+    INVALID_FIELDS,
+    INVALID_PAGE,
     NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
     integer_query_param,
@@ -22,10 +25,10 @@ from patients.serializers import PatientSummarySerializer
 from patients.services import get_patient_or_404
 
 UPLOAD_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid field or file."),
+    400: INVALID_FIELDS,
     404: OpenApiResponse(ErrorSerializer, description="Patient not found."),
     413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
-    415: OpenApiResponse(ErrorSerializer, description="The body is not multipart."),
+    415: UNSUPPORTED_MEDIA_TYPE,
     502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
     503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
 }
@@ -37,7 +40,8 @@ UPLOAD_ERRORS = {
             OpenApiParameter(
                 "patient", int, description="Only this patient's documents."
             )
-        ]
+        ],
+        responses={200: DocumentSerializer, 400: INVALID_FIELDS, 404: INVALID_PAGE},
     ),
     retrieve=extend_schema(responses={200: DocumentSerializer, 404: NOT_FOUND}),
 )

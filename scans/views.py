@@ -10,7 +10,10 @@ from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
 from copilot.viewsets import (
+    INVALID_FIELDS,
+    INVALID_PAGE,
     NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
     integer_query_param,
@@ -22,7 +25,7 @@ from scans.serializers import ScanSerializer, ScanUploadSerializer
 from scans.services import create_scan
 
 UPLOAD_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid field or file."),
+    400: INVALID_FIELDS,
     404: OpenApiResponse(ErrorSerializer, description="Patient not found."),
     409: OpenApiResponse(
         ErrorSerializer,
@@ -30,7 +33,7 @@ UPLOAD_ERRORS = {
         "already stored for this patient.",
     ),
     413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
-    415: OpenApiResponse(ErrorSerializer, description="The body is not multipart."),
+    415: UNSUPPORTED_MEDIA_TYPE,
     502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
     503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
 }
@@ -40,7 +43,8 @@ UPLOAD_ERRORS = {
     list=extend_schema(
         parameters=[
             OpenApiParameter("patient", int, description="Only this patient's scans.")
-        ]
+        ],
+        responses={200: ScanSerializer, 400: INVALID_FIELDS, 404: INVALID_PAGE},
     ),
     retrieve=extend_schema(responses={200: ScanSerializer, 404: NOT_FOUND}),
 )
