@@ -56,8 +56,13 @@ class DeleteWithMessageMixin:
         )
 
 
+# Ids are BigAutoField values. Django bounds a lookup on a primary key, but not on a
+# foreign key, where a larger number fails in the database driver on SQLite.
+MAX_ID = 2**63 - 1
+
+
 def integer_query_param(request, name):
-    """Return ?name= as an int, None when absent, or raise a 400 naming it."""
+    """Return ?name= as an id, None when absent, or raise a 400 naming it."""
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
@@ -65,6 +70,6 @@ def integer_query_param(request, name):
         number = int(value)
     except ValueError:
         raise ValidationError({name: [f"'{value}' is not an integer id."]}) from None
-    if number < 1:
+    if not 1 <= number <= MAX_ID:
         raise ValidationError({name: [f"'{value}' is not a valid id."]})
     return number
