@@ -11,7 +11,9 @@ import os
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
@@ -46,6 +48,21 @@ schema = schemathesis.openapi.from_dict(_load_schema())
 app = get_wsgi_application()
 
 
+@pytest.fixture
+def keep_connection():
+    """Keep the test's database connection open across WSGI requests.
+
+    The WSGI handler closes the connection when a request ends, which would
+    end the test's transaction; Django's test client disconnects the same
+    signal handlers.
+    """
+    for signal in (request_started, request_finished):
+        signal.disconnect(close_old_connections)
+    yield
+    for signal in (request_started, request_finished):
+        signal.connect(close_old_connections)
+
+
 @pytest.mark.django_db
 @schema.parametrize()
 @settings(
@@ -55,7 +72,7 @@ app = get_wsgi_application()
     derandomize=not os.environ.get("OPENAPI_FUZZ_RANDOM"),
     suppress_health_check=list(HealthCheck),
 )
-def test_it_answers_as_documented(case, token, patient, local_storage):
+def test_it_answers_as_documented(case, token, patient, keep_connection):
     # Random ids would nearly always miss; point integer ids at a stored patient
     # so uploads, reads, updates and deletes reach the code behind the 404.
     for name in ("id", "patient_id"):
