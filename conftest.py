@@ -1,23 +1,30 @@
 """Fixtures shared by every app's tests: users, API clients, real files, storage.
 
 Input files are real: pydicom-data's chest radiograph RG1_UNCR.dcm, PNG and JPEG
-images made from its pixels with Pillow, and PDFs written with fpdf2.
+images made from its pixels with Pillow, and PDFs written with fpdf2. Cloudinary
+tests reach copilot.testing.cloudinary_server over HTTP through the real SDK.
 """
 
 import hashlib
 import io
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from django.contrib.auth.models import Group, Permission
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from fpdf import FPDF
 from PIL import Image
 from pydicom.data import get_testdata_file
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from copilot.testing.cloudinary_server import CloudinaryServer
 
 CHEST_DICOM = "RG1_UNCR.dcm"  # chest PA, CR, MONOCHROME1, PatientID 9RG1
 CHEST_MRN = "9RG1"
@@ -103,6 +110,58 @@ def local_storage(settings, tmp_path):
         "documents": local,
     }
     return media_root
+
+
+# Short, so tests of timeouts stay fast; a held request lasts a little longer.
+CLOUDINARY_TEST_TIMEOUT = 1.0
+# Failure modes of the Cloudinary server, with the status and message of the API.
+UPLOAD_FAILURES = [
+    ("timeout", 503, "Storage upload timed out"),
+    ("5xx", 502, "Storage upload failed: GeneralError: General Error"),
+    ("420", 502, "Storage upload failed: RateLimited: Rate Limit Exceeded"),
+    ("401", 502, "Storage upload failed: AuthorizationRequired: Invalid credentials"),
+]
+
+
+@pytest.fixture(scope="session")
+def cloudinary_server():
+    with CloudinaryServer(timeout_delay=CLOUDINARY_TEST_TIMEOUT + 0.5) as server:
+        yield server
+
+
+@pytest.fixture
+def cloudinary_storage(settings, monkeypatch, cloudinary_server):
+    """Store scans and documents in the test Cloudinary server for one test.
+
+    Settings, the environment and the SDK configuration are restored afterwards,
+    so the rest of the suite keeps the local storage. Delivery URLs that the
+    storage downloads point at the server; file URLs stay HTTPS.
+    """
+    cloudinary_server.reset()
+    # django-cloudinary-storage checks for credentials when first imported.
+    monkeypatch.setenv("CLOUDINARY_URL", cloudinary_server.cloudinary_url)
+    settings.CLOUDINARY_URL = cloudinary_server.cloudinary_url
+    settings.CLOUDINARY_ENABLED = True
+    settings.CLOUDINARY_DELIVERY_TYPE = "upload"
+    settings.CLOUDINARY_TIMEOUT = CLOUDINARY_TEST_TIMEOUT
+    backend = {"BACKEND": "copilot.cloudinary.CloudinaryStorage"}
+    settings.STORAGES = {**settings.STORAGES, "scans": backend, "documents": backend}
+    with cloudinary_server.configure_sdk(local_delivery=True):
+        yield cloudinary_server
+    cloudinary_server.reset()
+
+
+def run_command(command, *args):
+    """Run a management command and return what it wrote to stdout."""
+    out = io.StringIO()
+    call_command(command, *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def store_file(alias, folder, extension, data):
+    """Save bytes to a storage under a random name and return the stored name."""
+    name = f"{folder}/{uuid.uuid4().hex}.{extension}"
+    return storages[alias].save(name, ContentFile(data))
 
 
 def stored_files(root):

@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class CopilotConfig(AppConfig):
     name = "copilot"
     verbose_name = "Storage"
+
+    def ready(self):
+        from copilot import audit
+
+        audit.connect_signals()

@@ -13,6 +13,7 @@ from rest_framework.exceptions import APIException
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from copilot.requestid import current_request_id
 from copilot.storage import StorageError
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,19 @@ class PayloadTooLarge(APIException):
     default_code = "payload_too_large"
 
 
+def server_error_body():
+    """Return the body of a 500: no traceback, and the request id for the logs."""
+    return {"detail": "Internal server error.", "request_id": current_request_id()}
+
+
 def exception_handler(exc, context):
     """Render every API error as a JSON object.
 
     Storage failures become 502 (503 on a timeout); Django's limits on the
-    request body, which DRF leaves to Django's HTML error pages, become 413 or
-    400; the rest is rendered as DRF does, with a bare list of messages wrapped
-    in {"detail": ...} so that every error body is an object.
+    request body, which DRF does not handle, become 413 or 400; API errors are
+    rendered as DRF does, with a bare list of messages wrapped in
+    {"detail": ...} so that every error body is an object; any other error is a
+    500 whose traceback goes to the log only.
     """
     if isinstance(exc, StorageError):
         code = (
@@ -57,6 +64,17 @@ def exception_handler(exc, context):
         return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
 
     response = drf_exception_handler(exc, context)
-    if response is not None and isinstance(response.data, list):
-        response.data = {"detail": " ".join(str(item) for item in response.data)}
-    return response
+    if response is not None:
+        if isinstance(response.data, list):
+            messages = " ".join(str(item) for item in response.data)
+            response.data = {"detail": messages}
+        return response
+
+    view = context.get("view")
+    logger.error(
+        "unexpected error in %s: %s",
+        type(view).__name__ if view is not None else "a view",
+        type(exc).__name__,
+        exc_info=exc,
+    )
+    return Response(server_error_body(), status=status.HTTP_500_INTERNAL_SERVER_ERROR)

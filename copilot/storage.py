@@ -151,7 +151,14 @@ class StoredFiles:
         self.names = []
 
     def save(self, name, content):
-        stored_name = save_file(self.alias, name, content)
+        try:
+            stored_name = save_file(self.alias, name, content)
+        except StorageError as error:
+            # After a timeout the storage may have kept the file although the
+            # call failed, so the undo deletes it by the name it was given.
+            if error.timed_out:
+                self.names.append(name)
+            raise
         self.names.append(stored_name)
         return stored_name
 

@@ -3,8 +3,8 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularSwaggerView
 
 from copilot import views
+from copilot.auth import ObtainTokenView
 
-# Requests that no API view handles still get a JSON answer, outside the admin.
 handler400 = "copilot.views.bad_request"
 handler403 = "copilot.views.permission_denied"
 handler404 = "copilot.views.not_found"
@@ -13,6 +13,7 @@ handler500 = "copilot.views.server_error"
 urlpatterns = [
     re_path(r"^$", views.api_root, name="api-root"),
     re_path(r"^health/?$", views.health, name="health"),
+    re_path(r"^auth/token/?$", ObtainTokenView.as_view(), name="auth-token"),
     path("", include("patients.urls")),
     path("", include("scans.urls")),
     path("", include("documents.urls")),

@@ -9,19 +9,19 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
 from django.http import FileResponse, JsonResponse
-from django.urls import reverse as url_reverse
-from django.views import defaults
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
-from rest_framework.decorators import api_view, permission_classes
+from rest_framework.decorators import api_view, permission_classes, throttle_classes
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from copilot import audit
+from copilot.exceptions import server_error_body
 from copilot.responses import ErrorSerializer
 from copilot.storage import StorageError, backend_name, ping_storage
 
@@ -91,6 +91,7 @@ def api_root(request):
 )
 @api_view(["GET"])
 @permission_classes([AllowAny])
+@throttle_classes([])  # load balancers and probes poll it
 def health(request):
     """Report whether the database runs a query and which storage is in use.
 
@@ -136,6 +137,8 @@ def serve_stored_file(request, path, alias, folder, permission):
         raise PermissionDenied("You do not have permission to view this file.")
 
     name = f"{folder}/{path}"
+    if backend_name(alias) != "local":
+        raise NotFound(f"File {name} not found")
     storage = storages[alias]
     try:
         if not storage.exists(name):
@@ -144,12 +147,19 @@ def serve_stored_file(request, path, alias, folder, permission):
     except (SuspiciousFileOperation, IsADirectoryError) as error:
         raise NotFound(f"File {name} not found") from error
 
+    owner = audit.find_file_owner(permission.replace(".view_", ".", 1), name)
+    if owner is not None:
+        audit.note_read(request, owner)
+
     content_type, _ = mimetypes.guess_type(name)
     response = FileResponse(
         handle, content_type=content_type or "application/octet-stream"
     )
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+serve_stored_file.audit_file_reads = True
 
 
 class SchemaView(SpectacularAPIView):
@@ -173,42 +183,22 @@ class SchemaView(SpectacularAPIView):
         return super().handle_exception(exc)
 
 
-def _is_admin(request):
-    return request.path.startswith(url_reverse("admin:index"))
-
-
-def not_found(request, exception=None):
-    """Answer a URL that matches no route with JSON, except in the admin."""
-    if _is_admin(request):
-        return defaults.page_not_found(request, exception)
-    return JsonResponse(
-        {"detail": f"No endpoint matches {request.path}."},
-        status=status.HTTP_404_NOT_FOUND,
-    )
+# Errors outside DRF views (unknown URLs, the admin), as JSON like the API's.
 
 
 def bad_request(request, exception=None):
-    """Answer a request that Django rejects before any view (400) with JSON."""
-    if _is_admin(request):
-        return defaults.bad_request(request, exception)
-    return JsonResponse(
-        {"detail": "The request is malformed."}, status=status.HTTP_400_BAD_REQUEST
-    )
+    return JsonResponse({"detail": "Bad request."}, status=400)
 
 
 def permission_denied(request, exception=None):
-    if _is_admin(request):
-        return defaults.permission_denied(request, exception)
     return JsonResponse(
-        {"detail": "You do not have permission to perform this action."},
-        status=status.HTTP_403_FORBIDDEN,
+        {"detail": "You do not have permission to perform this action."}, status=403
     )
+
+
+def not_found(request, exception=None):
+    return JsonResponse({"detail": "Not found."}, status=404)
 
 
 def server_error(request):
-    if _is_admin(request):
-        return defaults.server_error(request)
-    return JsonResponse(
-        {"detail": "The server failed to answer the request."},
-        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
-    )
+    return JsonResponse(server_error_body(), status=500)

@@ -2,10 +2,12 @@
 
 The functions take a binary file-like object (an open file or a Django
 UploadedFile), read it from its current position and seek back to that
-position before they return or raise. They never read the pixel data whole:
-the header is read with ``stop_before_pixels`` and ``defer_size``, the pixel
+position before they return or raise. They do not read the pixel data whole:
+the header is read up to the pixel data without its large values, the pixel
 data element is checked by reading only its item headers, and only the first
-frame is decoded.
+frame is read and decoded. Deflated data sets, and pixel data that uses the
+other VR encoding than the transfer syntax, are the exceptions: pydicom
+decodes those only from a data set read whole.
 
 This module does not use Django.
 """
@@ -61,9 +63,9 @@ _MESSAGES = {
 
 # Element values larger than this are not read while parsing the header.
 DEFER_SIZE = 1024 * 1024
-# pydicom inflates a deflated data set into memory; larger ones are refused.
+# pydicom inflates a deflated data set into memory, so larger ones are rejected.
 MAX_INFLATED_SIZE = 512 * 1024 * 1024
-# The file meta information is read from this many bytes at the start.
+# The deflated transfer syntax UID is searched for in this many first bytes.
 _HEAD_SIZE = 4096
 _DEFLATED_UID = str(DeflatedExplicitVRLittleEndian).encode("ascii")
 # (0002,0000) File Meta Information Group Length, explicit VR little endian.
@@ -97,12 +99,14 @@ class DicomError(ValueError):
     """A file that cannot be used as a DICOM image.
 
     ``reason`` is one of "not_dicom", "truncated", "no_pixel_data" and
-    "undecodable"; the message is one sentence that says which.
+    "undecodable". The message is one sentence that states the reason.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
         if reason not in _MESSAGES:
-            raise ValueError(f"Unknown reason {reason!r}.")
+            raise ValueError(
+                f"Invalid reason {reason!r}: expected one of {', '.join(_MESSAGES)}."
+            )
         self.reason = reason
         self.detail = _one_line(detail) or "the data is invalid"
         super().__init__(_MESSAGES[reason].format(detail=self.detail))
@@ -113,8 +117,8 @@ class DicomHeader:
     """The header values that the application stores for a DICOM image.
 
     String values are stripped and are "" when absent. Integer values are None
-    when absent, except ``number_of_frames``, which is 1 for single-frame
-    images.
+    when absent, except ``number_of_frames``, which is 1 for an image without
+    (0028,0008) Number of Frames.
     """
 
     patient_id: str
@@ -146,8 +150,8 @@ class _Parsed:
     dataset: Dataset
     transfer_syntax: UID
     has_pixel_data: bool
-    # The pixel data element is encoded as the transfer syntax says, so the
-    # first frame can be read from the file without loading the pixel data.
+    # The pixel data element uses the VR encoding of the transfer syntax, so
+    # pixel_array() can read the first frame without loading the pixel data.
     streamable: bool
 
 
@@ -228,13 +232,14 @@ def read_first_frame(fileobj: IO[bytes]) -> tuple[Dataset, np.ndarray]:
 
 
 def _decode_first_frame(fileobj: IO[bytes], start: int, parsed: _Parsed) -> Any:
+    """Decode the first frame of a checked data set."""
     if any(tag in parsed.dataset for tag in _PIXEL_TAGS):
         # A deflated data set is read whole, with its pixel data.
         return pixel_array(parsed.dataset, index=0)
     fileobj.seek(start)
     if not parsed.streamable:
-        # The pixel data element is not encoded as the transfer syntax says,
-        # which pydicom handles only when it reads the whole data set.
+        # The pixel data element uses the other VR encoding than the transfer
+        # syntax, and pydicom decodes it only from a data set read whole.
         dataset = pydicom.dcmread(fileobj, force=True)
         dataset.file_meta.TransferSyntaxUID = parsed.transfer_syntax
         return pixel_array(dataset, index=0)
@@ -244,7 +249,8 @@ def _decode_first_frame(fileobj: IO[bytes], start: int, parsed: _Parsed) -> Any:
 
 def _parse(fileobj: IO[bytes], start: int) -> _Parsed:
     """Read and check the header, and find and check the pixel data element."""
-    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(0, io.SEEK_END)
+    end = fileobj.tell()
     fileobj.seek(start)
     head = fileobj.read(_HEAD_SIZE)
     fileobj.seek(start)
@@ -274,8 +280,8 @@ def _parse(fileobj: IO[bytes], start: int) -> _Parsed:
     dataset.file_meta.TransferSyntaxUID = transfer_syntax
 
     if transfer_syntax == DeflatedExplicitVRLittleEndian:
-        # pydicom inflates the whole data set into memory; read it with the
-        # pixel data so that the first frame can be decoded from it.
+        # pydicom inflates the whole data set into memory anyway, so read it
+        # with the pixel data and decode the first frame from it.
         fileobj.seek(start)
         try:
             dataset = pydicom.dcmread(fileobj, force=forced)
@@ -300,6 +306,8 @@ def _parse(fileobj: IO[bytes], start: int) -> _Parsed:
             last_start, last_length = value_start, length
 
     if pixel is None:
+        # NOTE: a file cut exactly between two top-level elements is a valid
+        # data set, so it is reported as having no pixel data.
         if not elements or (
             last_length != _UNDEFINED_LENGTH
             and last_start + last_length < end == fileobj.tell()
@@ -319,8 +327,8 @@ def _parse(fileobj: IO[bytes], start: int) -> _Parsed:
         raise DicomError(TRUNCATED)
     else:
         _check_image_description(dataset, length)
-    # pixel_array() reads the pixel data element with the encoding that the
-    # transfer syntax gives; some files use the other VR encoding.
+    # pixel_array() reads the pixel data element in the VR encoding of the
+    # transfer syntax, but some files use the other one.
     streamable = (vr is None) == transfer_syntax.is_implicit_VR
     return _Parsed(dataset, transfer_syntax, True, streamable=streamable)
 
@@ -365,11 +373,15 @@ def _check_deflated(fileobj: IO[bytes], start: int, head: bytes) -> None:
     """
     offset = _PREFIX_OFFSET + len(_PREFIX)
     if head[offset : offset + 8] != _GROUP_LENGTH_HEADER or len(head) < offset + 12:
-        raise DicomError(
-            UNDECODABLE,
-            "a deflated data set needs a preamble and a File Meta Information "
-            "Group Length",
-        )
+        if head[:2] == b"\x02\x00":
+            # File meta information without a preamble: its end is unknown.
+            raise DicomError(
+                UNDECODABLE,
+                "a deflated data set needs a preamble and a File Meta "
+                "Information Group Length",
+            )
+        # Without file meta information, the UID is a value in the data set.
+        return
     (group_length,) = struct.unpack("<L", head[offset + 8 : offset + 12])
     if head.find(_DEFLATED_UID) > offset + 12 + group_length:
         # The UID is a value in the data set, not the transfer syntax.
@@ -385,7 +397,7 @@ def _check_deflated(fileobj: IO[bytes], start: int, head: bytes) -> None:
                     raise DicomError(
                         UNDECODABLE,
                         "the deflated data set inflates to more than "
-                        f"{MAX_INFLATED_SIZE // 2**20} MB",
+                        f"{MAX_INFLATED_SIZE // 2**20} MiB",
                     )
                 data = inflater.unconsumed_tail
     except zlib.error as error:
@@ -426,6 +438,7 @@ def _plausible_dataset(dataset: Dataset) -> bool:
     tags = [int(tag) for tag in dataset.keys()]
     if len(tags) < 2 or tags != sorted(tags):
         return False
+    # PS3.5 7.1 does not allow the groups 0001, 0003, 0005, 0007 and FFFF.
     if any(tag >> 16 in (0x0001, 0x0003, 0x0005, 0x0007, 0xFFFF) for tag in tags):
         return False
     try:
@@ -452,8 +465,8 @@ def _transfer_syntax(dataset: Dataset) -> UID:
 def _has_short_element(dataset: Dataset, end: int) -> bool:
     """Return whether an element's declared length runs past the end of file.
 
-    pydicom reads a value cut off by the end of the file without an error; its
-    declared length still tells where it should have ended.
+    pydicom reads a value cut off by the end of the file without an error, but
+    its declared length still shows where it should end.
     """
     elements = list(dataset.file_meta.elements()) + list(dataset.elements())
     for element in elements:
@@ -506,7 +519,7 @@ def _check_fragments(
 
 
 def _check_image_description(dataset: Dataset, length: int | None) -> None:
-    """Check that the Image Pixel module is there and fits native pixel data.
+    """Check that the Image Pixel module is present and fits native pixel data.
 
     `length` is the length of native pixel data, None for encapsulated data.
     """
@@ -516,9 +529,13 @@ def _check_image_description(dataset: Dataset, length: int | None) -> None:
         if dataset.get(keyword) in (None, "")
     ]
     if missing:
-        raise DicomError(UNDECODABLE, f"the data set lacks {' and '.join(missing)}")
+        raise DicomError(UNDECODABLE, f"the data set has no {', '.join(missing)}")
+    frames = dataset.get("NumberOfFrames")
+    if _integer(frames, 1) is None:
+        raise DicomError(
+            UNDECODABLE, f"the Number of Frames {frames!r} is not an integer"
+        )
     try:
-        _integer(dataset.get("NumberOfFrames"), 1, strict=True)
         expected = get_expected_length(dataset, "bytes")
     except Exception as error:
         raise DicomError(UNDECODABLE, str(error)) from error
@@ -560,7 +577,7 @@ def _header(parsed: _Parsed, tz: dt.tzinfo) -> DicomHeader:
 
 
 def _text(dataset: Dataset, keyword: str) -> str:
-    """Return an element value as a stripped string, "" when absent or bad."""
+    """Return an element value as a stripped string, "" when absent or invalid."""
     try:
         value = dataset.get(keyword)
     except Exception:
@@ -574,15 +591,14 @@ def _text(dataset: Dataset, keyword: str) -> str:
     return str(value).replace("\0", "").strip()
 
 
-def _integer(value: Any, default: int | None, *, strict: bool = False) -> int | None:
+def _integer(value: Any, default: int | None) -> int | None:
+    """Return a value as an integer, `default` when absent, None when invalid."""
     if value in (None, ""):
         return default
     try:
         return int(value)
     except (TypeError, ValueError):
-        if strict:
-            raise ValueError(f"The value {value!r} is not an integer.") from None
-        return default
+        return None
 
 
 def _date(value: str) -> dt.date | None:
@@ -644,7 +660,7 @@ def _one_line(text: str) -> str:
 class _Window(io.RawIOBase):
     """A read-only view of a file that starts at a given offset.
 
-    pydicom's pixel_array() seeks to offset 0 of a file-like object; this
+    pydicom's pixel_array() seeks to offset 0 of a file-like object, so this
     view makes offset 0 the start of the DICOM data.
     """
 
@@ -673,4 +689,5 @@ class _Window(io.RawIOBase):
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             offset += self._start
-        return self._fileobj.seek(offset, whence) - self._start
+        self._fileobj.seek(offset, whence)
+        return self.tell()

@@ -56,7 +56,7 @@ def make_previews(fileobj: IO[bytes], kind: str) -> tuple[bytes, bytes]:
     smaller images. The file object is rewound to where it started.
     """
     if kind not in KINDS:
-        raise PreviewError(f"Unknown image kind {kind!r}.")
+        raise PreviewError(_kind_message(kind))
     start = fileobj.tell()
     try:
         if kind == "dicom":
@@ -73,9 +73,9 @@ def make_previews(fileobj: IO[bytes], kind: str) -> tuple[bytes, bytes]:
 def render_dicom(fileobj: IO[bytes]) -> Image.Image:
     """Return the first frame of a DICOM image as an 8-bit "L" or "RGB" image.
 
-    Grayscale images go through the display pipeline described in the module
-    documentation; color images (RGB, YBR converted to RGB by pydicom, and
-    PALETTE COLOR) stay color. Raises DicomError.
+    Grayscale images go through the display pipeline that the module
+    documentation describes. Color images stay color: RGB, YBR (which pydicom
+    converts to RGB) and PALETTE COLOR. Raises DicomError.
     """
     dataset, frame = read_first_frame(fileobj)
     try:
@@ -94,7 +94,7 @@ def render_image(fileobj: IO[bytes], kind: str | None = None) -> Image.Image:
     applied, 16-bit and 32-bit grayscale is scaled from its minimum to its
     maximum, and transparency is composed over black. Pillow's
     decompression bomb limit applies: images with more than
-    Image.MAX_IMAGE_PIXELS pixels are refused. Raises PreviewError. The file
+    Image.MAX_IMAGE_PIXELS pixels are rejected. Raises PreviewError. The file
     object is rewound to where it started.
     """
     start = fileobj.tell()
@@ -107,17 +107,22 @@ def render_image(fileobj: IO[bytes], kind: str | None = None) -> Image.Image:
 def _render_image(
     fileobj: IO[bytes], kind: str | None, *, draft_size: int | None
 ) -> Image.Image:
+    """Open, check and convert a PNG or JPEG file without rewinding it.
+
+    With `draft_size`, a JPEG file may be decoded at a reduced scale whose
+    sides are still at least `draft_size`.
+    """
     if kind not in _FORMATS:
-        raise PreviewError(f"Unknown image kind {kind!r}.")
-    what = _FORMAT_NAMES[kind]
+        raise PreviewError(_kind_message(kind))
+    format_name = _FORMAT_NAMES[kind]
     try:
         image = Image.open(fileobj, formats=_FORMATS[kind])
     except Image.DecompressionBombError as error:
         raise PreviewError(_bomb_message()) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise PreviewError(f"The file is not a {what}.") from error
+        raise PreviewError(f"The file is not a {format_name}.") from error
 
-    what = _LOADED_NAMES.get(image.format or "", what)
+    format_name = _LOADED_NAMES.get(image.format or "", format_name)
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and image.width * image.height > limit:
         # Pillow only warns between the limit and twice the limit.
@@ -133,7 +138,12 @@ def _render_image(
     except Image.DecompressionBombError as error:
         raise PreviewError(_bomb_message()) from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise PreviewError(f"The file is not a complete, valid {what}.") from error
+        message = f"The file is not a complete, valid {format_name}."
+        raise PreviewError(message) from error
+
+
+def _kind_message(kind: Any) -> str:
+    return f"Invalid image kind {kind!r}: expected one of {', '.join(KINDS)}."
 
 
 def _bomb_message() -> str:
@@ -152,8 +162,7 @@ def _display_mode(image: Image.Image) -> Image.Image:
         return image.convert("L")
     if mode.startswith("I") or mode == "F":
         # I;16, I;16B, I;16L, I and F: scale the value range to 8 bits.
-        values = np.asarray(image)
-        return Image.fromarray(_stretch(values.astype(np.float32)))
+        return Image.fromarray(_stretch(np.asarray(image)))
     if mode == "P":
         mode = "RGBA" if "transparency" in image.info else "RGB"
         image = image.convert(mode)
@@ -286,8 +295,10 @@ def _window(dataset: Dataset, values: np.ndarray) -> np.ndarray | None:
     if center is None or width is None:
         return None
     function = str(dataset.get("VOILUTFunction", "LINEAR")).strip().upper()
-    # The steps change the array in place; the caller does not use it again.
+    # The steps change the array in place, because the caller does not use it
+    # again.
     display = values.astype(np.float32, copy=False)
+
     if function == "SIGMOID":
         if width <= 0:
             return None
@@ -297,6 +308,7 @@ def _window(dataset: Dataset, values: np.ndarray) -> np.ndarray | None:
         display += 1
         np.reciprocal(display, out=display)
         return display
+
     if function == "LINEAR_EXACT":
         if width <= 0:
             return None
@@ -308,6 +320,7 @@ def _window(dataset: Dataset, values: np.ndarray) -> np.ndarray | None:
         width -= 1
         if width == 0:
             return (display > center).astype(np.float32)
+
     display -= center
     display /= width
     display += 0.5
@@ -340,7 +353,12 @@ def _unit_to_8_bits(values: np.ndarray) -> np.ndarray:
 
 def _stretch(values: np.ndarray) -> np.ndarray:
     """Scale values from their minimum to their maximum into 8 bits."""
-    return _unit_to_8_bits(_stretch_unit(values))
+    if values.dtype.kind == "u" and values.dtype.itemsize <= 2:
+        # A table of all 16-bit values avoids a float32 copy of the image.
+        table = np.arange(2**16, dtype=np.float32)
+        table = _scale_unit(table, float(values.min()), float(values.max()))
+        return _unit_to_8_bits(table)[values]
+    return _unit_to_8_bits(_stretch_unit(values.astype(np.float32)))
 
 
 def _first(value: Any) -> Any:

@@ -5,6 +5,7 @@ import logging
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from PIL import Image
 from rest_framework.exceptions import ValidationError
 
 from copilot.exceptions import Conflict
@@ -53,10 +54,18 @@ def create_scan(
         _fill_from_header(scan, header)
         _check_patient_id(scan, patient, header, confirm_patient_mismatch, user)
         _check_not_imported(patient, header.sop_instance_uid)
+    else:
+        scan.columns, scan.rows = _image_size(checked.file)
 
     scan.body_part = _first_value(body_part, header and header.body_part_examined)
     if not scan.body_part:
-        raise ValidationError({"body_part": ["This field is required."]})
+        reason = "This field is required."
+        if header:
+            reason = (
+                "This field is required because the DICOM header has no "
+                "BodyPartExamined."
+            )
+        raise ValidationError({"body_part": [reason]})
     scan.view_position = _first_value(
         view_position, header and header.view_position, DEFAULT_VIEW_POSITION
     )
@@ -93,6 +102,18 @@ def create_scan(
         checked.size,
     )
     return scan
+
+
+def _image_size(file):
+    """Return (width, height) of a PNG or JPEG from its header, or (None, None)."""
+    try:
+        with Image.open(file) as image:
+            return image.size
+    except (OSError, Image.DecompressionBombError):
+        # make_previews rejects such a file with a clear message.
+        return None, None
+    finally:
+        file.seek(0)
 
 
 def _first_value(*values):

@@ -212,7 +212,8 @@ class TestGetPatient:
         with CaptureQueriesContext(connection) as queries:
             api.get(f"/patients/{patient.pk}")
 
-        # Token and user, permissions, the patient, its scans, its documents.
+        # Token with user and permissions, the patient, its scans, its
+        # documents, and the audit entry of the read.
         assert len(queries) <= 5
 
     def test_it_handles_unknown_patient(self, api):

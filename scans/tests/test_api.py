@@ -61,6 +61,9 @@ class TestUploadScan:
         assert row.content_type == "image/jpeg"
         assert row.size == len(chest_jpeg)
         assert row.sha256 == sha256(chest_jpeg)
+        assert (scan["columns"], scan["rows"]) == Image.open(
+            io.BytesIO(chest_jpeg)
+        ).size
         assert stored_files(local_storage)[row.file.name] == chest_jpeg
 
     def test_file_url_returns_the_bytes(self, api, patient, chest_png):
@@ -278,6 +281,34 @@ class TestUploadScan:
 
         assert response.status_code == 400
         assert "truncated" in response.json()["file"][0]
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+    def test_it_rejects_dicom_without_pixel_data(self, api, patient, local_storage):
+        data = dicom_test_file("rtplan.dcm").read_bytes()
+
+        response = post_scan(api, patient, upload("plan.dcm", data), body_part="CHEST")
+
+        assert response.status_code == 400
+        assert "no pixel data" in response.json()["file"][0]
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+    def test_it_rejects_undecodable_dicom(self, api, patient, local_storage):
+        data = bytearray(dicom_test_file("MR_small_jp2klossless.dcm").read_bytes())
+        codestream = data.find(b"\xff\x4f\xff\x51")  # JPEG 2000 SOC and SIZ.
+        data[codestream + 4 : codestream + 44] = b"\xa5" * 40
+
+        response = post_scan(
+            api,
+            patient,
+            upload("mr.dcm", bytes(data)),
+            body_part="HEAD",
+            confirm_patient_mismatch="true",
+        )
+
+        assert response.status_code == 400
+        assert "cannot be decoded" in response.json()["file"][0]
         assert not Scan.objects.exists()
         assert stored_files(local_storage) == {}
 

@@ -134,7 +134,7 @@ def test_read_first_frame_reads_one_frame():
     assert reader.tell() == 0
 
 
-def test_reads_from_the_current_position_and_rewinds_to_it():
+def test_reads_from_current_position():
     prefix = b"uploaded file header "
     stream = io.BytesIO(prefix + data_of("CT_small.dcm"))
     stream.seek(len(prefix))
@@ -153,7 +153,7 @@ def test_reads_from_the_current_position_and_rewinds_to_it():
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
-def test_study_datetime_uses_time_zone_argument_and_fallbacks():
+def test_study_datetime_zone_and_fallbacks():
     dataset = pydicom.dcmread(path_of("CT_small.dcm"))
     del dataset.TimezoneOffsetFromUTC
     paris_summer = dt.timezone(dt.timedelta(hours=2))
@@ -203,7 +203,7 @@ def test_rejects_random_bytes():
     assert not is_dicom(io.BytesIO(data))
 
 
-def test_rejects_data_set_without_preamble_that_pydicom_cannot_parse():
+def test_rejects_unparsable_data_without_preamble():
     # no_meta.dcm starts with a stray byte before its first element.
     assert reason_of(data_of("no_meta.dcm")) == "not_dicom"
 
@@ -233,7 +233,7 @@ def test_rejects_truncated_files():
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")
-def test_every_cut_inside_the_header_is_truncated():
+def test_cuts_in_the_header():
     data = data_of("MR_small_implicit.dcm")
     element_ends = _element_ends(data)
     pixel_value_start = 1502 + 8
@@ -258,7 +258,7 @@ def _element_ends(data):
     return ends
 
 
-def test_every_cut_inside_encapsulated_pixel_data_is_truncated():
+def test_cuts_in_encapsulated_pixel_data():
     data = data_of("emri_small_jpeg_2k_lossless.dcm")
     for cut in range(2400, len(data) - 8, 997):
         assert reason_of(data[:cut]) == "truncated", cut

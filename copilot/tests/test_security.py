@@ -1,0 +1,315 @@
+import io
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.core.cache import cache
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from conftest import upload
+from copilot.models import AuditEntry
+from copilot.requestid import RequestIDFilter
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+NAME = "Zebediah Quillfeather"
+MRN = "MRN-ZQ-7731"
+
+
+@pytest.fixture
+def rates(settings):
+    """Set API rates for one test, on an empty rate-limit cache."""
+    cache.clear()
+
+    def set_rates(**rates):
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {
+                **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"],
+                **rates,
+            },
+        }
+
+    yield set_rates
+    cache.clear()
+
+
+@pytest.fixture
+def log_output():
+    """Capture every log line as the production handler writes it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIDFilter())
+    handler.setFormatter(
+        logging.Formatter(django_settings.LOGGING["formatters"]["plain"]["format"])
+    )
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def token_login(client, username, password):
+    return client.post(
+        "/auth/token", {"username": username, "password": password}, format="json"
+    )
+
+
+@pytest.mark.django_db
+class TestObtainToken:
+    def test_it_returns_the_token(self, anonymous, radiologist):
+        response = token_login(anonymous, "radiologist", "x-ray-pass-1")
+
+        assert response.status_code == 200
+        assert response.json() == {"token": Token.objects.get(user=radiologist).key}
+        entry = AuditEntry.objects.get()
+        assert (entry.action, entry.user_id, entry.route) == (
+            "login",
+            radiologist.pk,
+            "POST /auth/token",
+        )
+
+    def test_it_rejects_a_wrong_password(self, anonymous, radiologist):
+        response = token_login(anonymous, "radiologist", "wrong")
+
+        assert response.status_code == 400
+        assert not Token.objects.exists()
+        entry = AuditEntry.objects.get()
+        assert (entry.action, entry.outcome, entry.username) == (
+            "login_failed",
+            "failed",
+            "radiologist",
+        )
+
+    def test_it_locks_out_after_repeated_failures(self, anonymous, radiologist):
+        for _ in range(django_settings.AXES_FAILURE_LIMIT):
+            token_login(anonymous, "radiologist", "wrong")
+
+        response = token_login(anonymous, "radiologist", "x-ray-pass-1")
+
+        assert response.status_code == 429
+        assert response.json() == {"detail": "Too many failed logins. Try again later."}
+        assert not Token.objects.exists()
+        assert AuditEntry.objects.order_by("id").last().outcome == "locked_out"
+
+    def test_it_throttles_requests_per_address(self, anonymous, radiologist, rates):
+        rates(login="2/minute")
+        token_login(anonymous, "radiologist", "x-ray-pass-1")
+        token_login(anonymous, "radiologist", "x-ray-pass-1")
+
+        response = token_login(anonymous, "radiologist", "x-ray-pass-1")
+
+        assert response.status_code == 429
+
+
+@pytest.mark.django_db
+class TestAdminLogin:
+    def test_it_locks_out_after_repeated_failures(self, client, admin_user):
+        for _ in range(django_settings.AXES_FAILURE_LIMIT):
+            client.post("/admin/login/", {"username": "admin", "password": "wrong"})
+
+        response = client.post(
+            "/admin/login/", {"username": "admin", "password": "password"}
+        )
+
+        assert response.status_code == 429
+        assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+class TestApiThrottle:
+    def test_it_limits_requests_per_user(self, api, rates):
+        rates(user="2/minute")
+        api.get("/patients")
+        api.get("/patients")
+
+        response = api.get("/patients")
+
+        assert response.status_code == 429
+        assert AuditEntry.objects.order_by("id").last().outcome == "throttled"
+
+    def test_it_counts_users_apart(self, api, rates, django_user_model):
+        rates(user="1/minute")
+        other = APIClient()
+        other.force_authenticate(django_user_model.objects.create_user("other"))
+        api.get("/patients")
+
+        assert other.get("/patients").status_code == 403
+
+    def test_it_does_not_limit_health(self, anonymous, rates):
+        rates(anon="1/minute")
+        anonymous.get("/health")
+
+        assert anonymous.get("/health").status_code == 200
+
+
+@pytest.mark.django_db
+class TestRotateToken:
+    def test_it_replaces_the_token(self, radiologist, token):
+        out = io.StringIO()
+
+        call_command("rotate_token", "radiologist", stdout=out)
+
+        new = Token.objects.get(user=radiologist).key
+        assert new != token
+        assert out.getvalue().strip() == new
+        entry = AuditEntry.objects.get(action="token_rotated")
+        assert (entry.object_type, entry.object_id) == (
+            "auth.user",
+            str(radiologist.pk),
+        )
+
+    def test_it_revokes_the_token(self, radiologist, token):
+        call_command("rotate_token", "radiologist", "--revoke", stdout=io.StringIO())
+
+        assert not Token.objects.filter(user=radiologist).exists()
+        assert AuditEntry.objects.filter(action="token_revoked").count() == 1
+
+    def test_it_rejects_an_unknown_user(self, db):
+        with pytest.raises(CommandError, match="No user named 'nobody'"):
+            call_command("rotate_token", "nobody")
+
+
+@pytest.mark.django_db
+class TestRequestId:
+    def test_it_sets_a_new_id(self, anonymous):
+        response = anonymous.get("/health")
+
+        assert len(response["X-Request-ID"]) == 32
+
+    def test_it_keeps_a_sane_incoming_id(self, anonymous):
+        response = anonymous.get("/health", HTTP_X_REQUEST_ID="lb-0123456789abcdef")
+
+        assert response["X-Request-ID"] == "lb-0123456789abcdef"
+
+    @pytest.mark.parametrize("incoming", ["short", "a b c d e f g h", "x" * 65, "a\nb"])
+    def test_it_replaces_an_odd_incoming_id(self, anonymous, incoming):
+        response = anonymous.get("/health", HTTP_X_REQUEST_ID=incoming)
+
+        assert response["X-Request-ID"] != incoming
+        assert len(response["X-Request-ID"]) == 32
+
+
+@pytest.mark.django_db
+class TestErrors:
+    def test_it_hides_an_unexpected_error(self, anonymous, monkeypatch, log_output):
+        def broken(alias):
+            raise RuntimeError("disk on fire")
+
+        monkeypatch.setattr("copilot.views.backend_name", broken)
+
+        response = anonymous.get("/health")
+
+        request_id = response["X-Request-ID"]
+        assert response.status_code == 500
+        assert response.json() == {
+            "detail": "Internal server error.",
+            "request_id": request_id,
+        }
+        assert "Traceback" not in response.content.decode()
+        logged = log_output.getvalue()
+        line = next(x for x in logged.splitlines() if "unexpected error" in x)
+        assert f"request_id={request_id}" in line
+        assert "Traceback" in logged
+        assert "RuntimeError: disk on fire" in logged
+
+    def test_it_answers_an_unknown_url_with_json(self, anonymous):
+        response = anonymous.get("/no-such-page")
+
+        assert response.status_code == 404
+        assert response.json() == {"detail": "Not found."}
+
+
+@pytest.mark.django_db
+class TestLogs:
+    def test_they_carry_no_patient_name_or_mrn(
+        self, api, log_output, chest_jpeg, report_pdf
+    ):
+        pid = api.post("/patients", {"mrn": MRN, "name": NAME}, format="json").json()[
+            "id"
+        ]
+        scan = api.post(
+            f"/patients/{pid}/upload/scan",
+            {"file": upload("x.jpg", chest_jpeg, "image/jpeg"), "body_part": "CHEST"},
+            format="multipart",
+        ).json()["scan"]
+        api.post(
+            f"/patients/{pid}/upload/document",
+            {"file": upload("r.pdf", report_pdf), "document_name": "Labs"},
+            format="multipart",
+        )
+        api.get(f"/patients/{pid}")
+        api.get(f"/patients?search={NAME.split()[0]}")
+        api.patch(f"/patients/{pid}", {"age": 40}, format="json")
+        api.delete(f"/scans/{scan['id']}")
+        failed = api.post(
+            f"/patients/{pid}/upload/scan",
+            {"file": upload("x.exe", b"MZ"), "body_part": "CHEST"},
+            format="multipart",
+        )
+        missing = api.get(f"/patients/999999?search={NAME.split()[0]}")
+
+        assert (failed.status_code, missing.status_code) == (400, 404)
+        logged = log_output.getvalue()
+        assert f"stored scan scan_id={scan['id']} patient_id={pid}" in logged
+        not_found = [x for x in logged.splitlines() if "Not Found: " in x]
+        assert not_found
+        assert all(x.endswith("Not Found: /patients/999999") for x in not_found)
+        for secret in (NAME, *NAME.split(), MRN):
+            assert secret.lower() not in logged.lower()
+
+
+class TestCheckDeploy:
+    def check(self, **overrides):
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("SECURE_", "SESSION_", "CSRF_", "BEHIND_", "DJANGO"))
+        }
+        env.update(
+            DJANGO_SETTINGS_MODULE="copilot.settings",
+            DEBUG="false",
+            SECRET_KEY=secrets.token_urlsafe(50),
+            **overrides,
+        )
+        return subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "check",
+                "--deploy",
+                "--fail-level",
+                "WARNING",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def test_it_reports_no_warnings(self):
+        result = self.check()
+
+        assert result.returncode == 0, result.stderr
+        assert "System check identified no issues (0 silenced)." in result.stdout
+
+    def test_it_reports_no_warnings_behind_a_redirecting_proxy(self):
+        result = self.check(BEHIND_TLS_PROXY="true", SECURE_SSL_REDIRECT="false")
+
+        assert result.returncode == 0, result.stderr
+
+    def test_it_reports_a_weakened_setting(self):
+        result = self.check(SECURE_HSTS_SECONDS="0")
+
+        assert result.returncode != 0
+        assert "security.W004" in result.stderr
