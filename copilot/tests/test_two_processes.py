@@ -3,6 +3,10 @@
 Whatever one process stores, the other serves: rows, files and deletes. Both
 spool large uploads to FILE_UPLOAD_TEMP_DIR, which must be empty after every
 request, whether the upload was stored, rejected or cut off by the client.
+
+Every test runs twice: with the local storage in a shared MEDIA_ROOT, and with
+Cloudinary (the test server of copilot.testing), where MEDIA_ROOT names a
+folder that must never be created.
 """
 
 import os
@@ -11,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -89,55 +94,96 @@ class AppServer:
             self.process.wait(10)
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("two-processes")
-    for name in ("media", "upload-tmp"):
-        (root / name).mkdir()
-    return root
+class Deployment:
+    """Two app processes, their folders, and a view of the shared storage."""
+
+    def __init__(self, backend, folders, cloudinary=None):
+        self.backend = backend
+        self.folders = folders
+        self.media = folders / "media"
+        self.cloudinary = cloudinary
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("CLOUDINARY_")
+        }
+        environment.update(
+            DJANGO_SETTINGS_MODULE="copilot.settings_test",
+            DATABASE_URL=database_url(),
+            MEDIA_ROOT=str(self.media),
+            FILE_UPLOAD_TEMP_DIR=str(folders / "upload-tmp"),
+            MAX_UPLOAD_SIZE=str(MAX_UPLOAD_SIZE),
+            ALLOWED_HOSTS="127.0.0.1",
+            DEBUG="false",
+        )
+        if cloudinary is not None:
+            environment["CLOUDINARY_URL"] = cloudinary.cloudinary_url
+        else:
+            self.media.mkdir()
+        self.servers = [
+            AppServer(environment, folders / f"gunicorn-{name}.log") for name in "ab"
+        ]
+
+    def stored(self):
+        """Return {name: bytes} of every file in the shared storage."""
+        if self.cloudinary is not None:
+            assert not self.media.exists(), "a process wrote to the local disk"
+            return {item.public_id: item.data for item in self.cloudinary.resources}
+        return stored_files(self.media)
+
+    def download(self, session, file_url, base_url):
+        """Download a file URL: through the process at base_url when it is local."""
+        if self.cloudinary is not None:
+            return self.cloudinary.fetch(file_url)
+        response = session.get(base_url + urlsplit(file_url).path, timeout=TIMEOUT)
+        return response.status_code, response.content
 
 
-@pytest.fixture(scope="module")
-def servers(django_db_setup, django_db_blocker, folders):
+@pytest.fixture(scope="module", params=["local", "cloudinary"])
+def deployment(request, django_db_setup, tmp_path_factory):
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
         pytest.skip(
             "Two processes share one database only on PostgreSQL. Set "
             "DATABASE_URL to a PostgreSQL database."
         )
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "copilot.settings_test",
-        "DATABASE_URL": database_url(),
-        "MEDIA_ROOT": str(folders / "media"),
-        "FILE_UPLOAD_TEMP_DIR": str(folders / "upload-tmp"),
-        "MAX_UPLOAD_SIZE": str(MAX_UPLOAD_SIZE),
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "DEBUG": "false",
-        "CLOUDINARY_URL": "",
-    }
-    started = [
-        AppServer(environment, folders / f"gunicorn-{name}.log") for name in "ab"
-    ]
+    folders = tmp_path_factory.mktemp(f"two-processes-{request.param}")
+    (folders / "upload-tmp").mkdir()
+    cloudinary = None
+    if request.param == "cloudinary":
+        cloudinary = request.getfixturevalue("cloudinary_server")
+    started = Deployment(request.param, folders, cloudinary)
     try:
-        for server in started:
+        for server in started.servers:
             server.wait_until_up()
         yield started
     finally:
-        for server in started:
+        for server in started.servers:
             server.stop()
 
 
 @pytest.fixture
-def clients(servers, transactional_db, token):
+def clients(deployment, transactional_db, token):
     """Two sessions, one for each process, with the same committed token."""
+    if deployment.cloudinary is not None:
+        deployment.cloudinary.reset()
     sessions = []
-    for server in servers:
+    for server in deployment.servers:
         session = requests.Session()
         session.headers["Authorization"] = f"Token {token}"
         sessions.append((server.url, session))
     yield sessions
     for _, session in sessions:
         session.close()
+
+
+@pytest.fixture
+def folders(deployment):
+    return deployment.folders
+
+
+@pytest.fixture
+def servers(deployment):
+    return deployment.servers
 
 
 def padded_pdf(size):
@@ -166,7 +212,9 @@ class TestTwoProcesses:
         assert gone.status_code == 404
         assert not Patient.objects.exists()
 
-    def test_it_serves_a_file_uploaded_to_the_other(self, clients, folders, chest_png):
+    def test_it_serves_a_file_uploaded_to_the_other(
+        self, clients, deployment, chest_png
+    ):
         (a, session_a), (b, session_b) = clients
         patient = Patient.objects.create(mrn="TWO-2", name="Bob")
 
@@ -176,23 +224,28 @@ class TestTwoProcesses:
             files={"file": ("chest.png", chest_png, "image/png")},
             timeout=TIMEOUT,
         )
-        scan = uploaded.json()["scan"]
-        path = scan["file_url"].removeprefix(a)
-        fetched = session_b.get(f"{b}{path}", timeout=TIMEOUT)
+        read = session_b.get(
+            f"{b}/scans/{uploaded.json()['scan']['id']}/", timeout=TIMEOUT
+        )
+        scan = read.json()
+        fetched = deployment.download(session_b, scan["file_url"], b)
+        stored = deployment.stored()
         deleted = session_b.delete(f"{b}/scans/{scan['id']}/", timeout=TIMEOUT)
-        missing = session_a.get(f"{a}{path}", timeout=TIMEOUT)
+        missing = deployment.download(session_a, scan["file_url"], a)
 
         assert uploaded.status_code == 201, uploaded.text
-        assert scan["file_url"].startswith(f"{a}/media/xrays/")
-        assert fetched.status_code == 200
-        assert fetched.content == chest_png
-        assert sha256(fetched.content) == scan["sha256"]
+        assert read.status_code == 200
+        assert fetched == (200, chest_png)
+        assert sha256(chest_png) == scan["sha256"]
+        assert len(stored) == 3  # the scan, its preview and its thumbnail
         assert deleted.status_code == 200
-        assert missing.status_code == 404
+        assert missing[0] == 404
         assert not Scan.objects.exists()
-        assert stored_files(folders / "media") == {}
+        assert deployment.stored() == {}
 
-    def test_it_removes_the_temporary_file_of_a_stored_upload(self, clients, folders):
+    def test_it_removes_the_temporary_file_of_a_stored_upload(
+        self, clients, deployment, folders
+    ):
         (a, session_a), (b, session_b) = clients
         patient = Patient.objects.create(mrn="TWO-3", name="Cy")
         pdf = padded_pdf(3 * 1024 * 1024)
@@ -204,21 +257,23 @@ class TestTwoProcesses:
             timeout=TIMEOUT,
         )
         document = PatientDocument.objects.get()
-        fetched = session_b.get(
-            response.json()["document"]["file_url"].replace(a, b), timeout=TIMEOUT
+        fetched = deployment.download(
+            session_b, response.json()["document"]["file_url"], b
         )
-        stored = stored_files(folders / "media")
+        stored = deployment.stored()
         deleted = session_b.delete(f"{b}/documents/{document.pk}/", timeout=TIMEOUT)
 
         assert response.status_code == 201, response.text
         assert (document.size, document.sha256) == (len(pdf), sha256(pdf))
-        assert stored == {document.file.name: pdf}
-        assert fetched.content == pdf
+        assert list(stored.values()) == [pdf]
+        assert fetched == (200, pdf)
         assert_no_temporary_files(folders)
         assert deleted.status_code == 200
-        assert stored_files(folders / "media") == {}
+        assert deployment.stored() == {}
 
-    def test_it_removes_the_temporary_file_of_a_file_too_large(self, clients, folders):
+    def test_it_removes_the_temporary_file_of_a_file_too_large(
+        self, clients, deployment, folders
+    ):
         (a, session_a), _ = clients
         patient = Patient.objects.create(mrn="TWO-4", name="Di")
 
@@ -231,10 +286,12 @@ class TestTwoProcesses:
 
         assert response.status_code == 413
         assert not PatientDocument.objects.exists()
-        assert stored_files(folders / "media") == {}
+        assert deployment.stored() == {}
         assert_no_temporary_files(folders)
 
-    def test_it_removes_the_temporary_file_of_a_wrong_file(self, clients, folders):
+    def test_it_removes_the_temporary_file_of_a_wrong_file(
+        self, clients, deployment, folders
+    ):
         _, (b, session_b) = clients
         patient = Patient.objects.create(mrn="TWO-5", name="Ed")
 
@@ -247,10 +304,11 @@ class TestTwoProcesses:
 
         assert response.status_code == 400
         assert not PatientDocument.objects.exists()
+        assert deployment.stored() == {}
         assert_no_temporary_files(folders)
 
     def test_it_removes_the_temporary_file_of_an_upload_cut_short(
-        self, clients, servers, folders
+        self, clients, deployment, servers, folders
     ):
         patient = Patient.objects.create(mrn="TWO-6", name="Flo")
         body = multipart_document(padded_pdf(3 * 1024 * 1024))
@@ -264,7 +322,7 @@ class TestTwoProcesses:
         assert spooled
         assert_no_temporary_files(folders)
         assert not PatientDocument.objects.exists()
-        assert stored_files(folders / "media") == {}
+        assert deployment.stored() == {}
 
     def test_it_rejects_a_declared_size_before_the_body(
         self, clients, servers, folders
