@@ -24,11 +24,11 @@ def body_limit(content_type):
 
 
 class RequestBodyLimitMiddleware:
-    """Answer 413 to a body larger than allowed, before reading any of it.
+    """Reject a body larger than allowed with 413, before reading any of it.
 
-    Django stops reading a too large multipart body only after the file is on
-    disk, and the upload check rejects it only after that; here the declared
-    Content-Length decides, so a 10 GB upload costs neither time nor disk.
+    Django reads a multipart body whole, spooling its file to disk, before the
+    upload check can reject the file. Here the declared Content-Length decides,
+    so a 10 GB upload costs neither time nor disk.
     """
 
     def __init__(self, get_response):
@@ -41,8 +41,13 @@ class RequestBodyLimitMiddleware:
         except ValueError:
             length = -1
         if length < 0:
+            logger.warning(
+                "rejected request path=%s invalid content_length=%r",
+                request.path,
+                declared,
+            )
             return JsonResponse(
-                {"detail": f"The Content-Length header '{declared}' is not a size."},
+                {"detail": f"Invalid Content-Length header '{declared}'."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
 

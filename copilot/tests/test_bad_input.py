@@ -23,7 +23,7 @@ MULTIPART = f"multipart/form-data; boundary={BOUNDARY}"
 
 
 def part(name, value, filename=None, content_type=None, raw_disposition=None):
-    """Return one multipart part; `value` is str or bytes."""
+    """Return one part of a multipart body. `value` is str or bytes."""
     disposition = raw_disposition or f'form-data; name="{name}"'
     if filename is not None and raw_disposition is None:
         disposition += f'; filename="{filename}"'

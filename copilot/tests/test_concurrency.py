@@ -2,7 +2,7 @@
 
 Each client is a thread with its own requests.Session. The runs are bounded in
 both operations and seconds, and afterwards the rows and the stored files are
-compared with what the clients were told.
+compared with the responses the clients received.
 """
 
 import io
@@ -54,7 +54,7 @@ def session(token):
 
 
 def run_clients(work):
-    """Run work(number) in CLIENTS threads started together; return the results."""
+    """Run work(number) in CLIENTS threads started together and return the results."""
     barrier = threading.Barrier(CLIENTS, timeout=TIMEOUT)
 
     def start(number):
@@ -88,7 +88,7 @@ class TestConcurrentPatientCreate:
 
 
 class Client:
-    """One client's mixed workload, and what the server told it it stores."""
+    """One client's mixed workload, and the rows the server stored for it."""
 
     def __init__(self, base_url, token, number, png, pdf):
         self.base_url = base_url

@@ -2,8 +2,8 @@
 
 Schemathesis builds requests (valid and invalid) for every operation that
 drf-spectacular describes, sends them through the WSGI application with a
-radiologist's token, and checks that no answer is a server error and that every
-answer is one of the documented status codes and matches its documented body.
+radiologist's token, and checks that no response is a server error and that every
+response has a documented status code and matches its documented body.
 """
 
 import json
@@ -53,7 +53,7 @@ def keep_connection():
     """Keep the test's database connection open across WSGI requests.
 
     The WSGI handler closes the connection when a request ends, which would
-    end the test's transaction; Django's test client disconnects the same
+    end the test's transaction. Django's test client disconnects the same
     signal handlers.
     """
     for signal in (request_started, request_finished):
@@ -72,7 +72,7 @@ def keep_connection():
     derandomize=not os.environ.get("OPENAPI_FUZZ_RANDOM"),
     suppress_health_check=list(HealthCheck),
 )
-def test_it_answers_as_documented(case, token, patient, keep_connection):
+def test_it_responds_as_documented(case, token, patient, keep_connection):
     # Random ids would nearly always miss; point integer ids at a stored patient
     # so uploads, reads, updates and deletes reach the code behind the 404.
     for name in ("id", "patient_id"):

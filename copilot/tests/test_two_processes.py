@@ -83,7 +83,9 @@ class AppServer:
                     return
             except (requests.ConnectionError, requests.Timeout):
                 time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not answer:\n{self.log.read_text()}")
+        raise RuntimeError(
+            f"gunicorn did not respond within {seconds} s:\n{self.log.read_text()}"
+        )
 
     def stop(self):
         self.process.terminate()
@@ -203,13 +205,15 @@ class TestTwoProcesses:
         deleted = session_b.delete(
             f"{b}/patients/{created.json()['id']}/", timeout=TIMEOUT
         )
-        gone = session_a.get(f"{a}/patients/{created.json()['id']}/", timeout=TIMEOUT)
+        after_delete = session_a.get(
+            f"{a}/patients/{created.json()['id']}/", timeout=TIMEOUT
+        )
 
         assert created.status_code == 201
         assert read.status_code == 200
         assert read.json()["mrn"] == "TWO-1"
         assert deleted.status_code == 200
-        assert gone.status_code == 404
+        assert after_delete.status_code == 404
         assert not Patient.objects.exists()
 
     def test_it_serves_a_file_uploaded_to_the_other(
@@ -370,9 +374,9 @@ def request_head(clients, patient, length):
 
 
 def read_answer(raw):
-    """Read an HTTP answer up to the end of its JSON body."""
+    """Read an HTTP answer up to the end of its JSON body, chunked or not."""
     answer = b""
-    while not answer.endswith(b"}"):
+    while b"}" not in answer:
         chunk = raw.recv(4096)
         if not chunk:
             break
