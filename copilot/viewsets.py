@@ -73,3 +73,14 @@ def integer_query_param(request, name):
     if not 1 <= number <= MAX_ID:
         raise ValidationError({name: [f"'{value}' is not a valid id."]})
     return number
+
+
+class PatientFilterMixin:
+    """Narrow a list to one patient's records with ?patient=ID."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        patient_id = integer_query_param(self.request, "patient")
+        if patient_id is not None:
+            queryset = queryset.filter(patient_id=patient_id)
+        return queryset

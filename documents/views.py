@@ -16,7 +16,7 @@ from copilot.viewsets import (
     UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
-    integer_query_param,
+    PatientFilterMixin,
 )
 from documents.models import PatientDocument
 from documents.serializers import DocumentSerializer, DocumentUploadSerializer
@@ -47,6 +47,7 @@ UPLOAD_ERRORS = {
 )
 class DocumentViewSet(
     NamedObjectMixin,
+    PatientFilterMixin,
     DeleteWithMessageMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -58,13 +59,6 @@ class DocumentViewSet(
     queryset = PatientDocument.objects.all()
     serializer_class = DocumentSerializer
     object_label = "Document"
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        patient_id = integer_query_param(self.request, "patient")
-        if patient_id is not None:
-            queryset = queryset.filter(patient_id=patient_id)
-        return queryset
 
     @extend_schema(
         request=DocumentUploadSerializer,

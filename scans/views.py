@@ -16,7 +16,7 @@ from copilot.viewsets import (
     UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
-    integer_query_param,
+    PatientFilterMixin,
 )
 from patients.serializers import PatientSummarySerializer
 from patients.services import get_patient_or_404
@@ -50,6 +50,7 @@ UPLOAD_ERRORS = {
 )
 class ScanViewSet(
     NamedObjectMixin,
+    PatientFilterMixin,
     DeleteWithMessageMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -61,13 +62,6 @@ class ScanViewSet(
     queryset = Scan.objects.select_related("patient_mismatch_confirmed_by")
     serializer_class = ScanSerializer
     object_label = "Scan"
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        patient_id = integer_query_param(self.request, "patient")
-        if patient_id is not None:
-            queryset = queryset.filter(patient_id=patient_id)
-        return queryset
 
     @extend_schema(
         request=ScanUploadSerializer,
