@@ -215,3 +215,27 @@ def chest_patient(db):
     from patients.models import Patient
 
     return Patient.objects.create(mrn=CHEST_MRN, name="Chest Patient", age=60)
+
+
+@pytest.fixture
+def staff_client(client, radiologist):
+    """A test client logged into the admin as the radiologist."""
+    radiologist.is_staff = True
+    radiologist.save(update_fields=["is_staff"])
+    client.force_login(radiologist)
+    return client
+
+
+@pytest.fixture
+def group_client(client, django_user_model):
+    """Return a function that logs the client in as a staff member of a group."""
+
+    def log_in(group_name):
+        user = django_user_model.objects.create_user(
+            group_name.lower().replace(" ", "-"), is_staff=True
+        )
+        user.groups.add(Group.objects.get(name=group_name))
+        client.force_login(user)
+        return client
+
+    return log_in

@@ -24,6 +24,7 @@ from django.db.models.signals import post_delete, post_save
 
 from copilot.models import AuditEntry
 from copilot.requestid import current_request_id
+from copilot.viewsets import MAX_ID
 
 logger = logging.getLogger(__name__)
 
@@ -299,10 +300,12 @@ def _file_target(view_kwargs):
 
 
 def _as_int(value):
+    """Return value as an id, or None when it is not one an id column can hold."""
     try:
-        return int(value)
+        number = int(value)
     except (TypeError, ValueError):
         return None
+    return number if 0 <= number <= MAX_ID else None
 
 
 def _patient_id_for(target):

@@ -13,6 +13,7 @@ from copilot import audit
 from copilot.models import AuditEntry
 from copilot.responses import ErrorSerializer
 from copilot.throttling import LoginRateThrottle
+from copilot.viewsets import INVALID_FIELDS, UNSUPPORTED_MEDIA_TYPE
 
 
 class SingleQueryModelBackend(ModelBackend):
@@ -61,7 +62,8 @@ class LockedOut(exceptions.Throttled):
     request=AuthTokenSerializer,
     responses={
         200: inline_serializer("Token", {"token": serializers.CharField()}),
-        400: ErrorSerializer,
+        400: INVALID_FIELDS,
+        415: UNSUPPORTED_MEDIA_TYPE,
         429: ErrorSerializer,
     },
 )

@@ -2,6 +2,12 @@
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import (
+    RequestDataTooBig,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
@@ -31,8 +37,14 @@ def server_error_body():
 
 
 def exception_handler(exc, context):
-    """Render storage failures as 502 (503 on a timeout), API errors as DRF does,
-    and any other error as a 500 whose traceback goes to the log only."""
+    """Render every API error as a JSON object.
+
+    Storage failures become 502 (503 on a timeout); Django's limits on the
+    request body, which DRF does not handle, become 413 or 400; API errors are
+    rendered as DRF does, with a bare list of messages wrapped in
+    {"detail": ...} so that every error body is an object; any other error is a
+    500 whose traceback goes to the log only.
+    """
     if isinstance(exc, StorageError):
         code = (
             status.HTTP_503_SERVICE_UNAVAILABLE
@@ -40,9 +52,22 @@ def exception_handler(exc, context):
             else status.HTTP_502_BAD_GATEWAY
         )
         return Response({"detail": str(exc)}, status=code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {
+                "detail": "The form fields are larger than the maximum of "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, (TooManyFieldsSent, TooManyFilesSent)):
+        return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
 
     response = drf_exception_handler(exc, context)
     if response is not None:
+        if isinstance(response.data, list):
+            messages = " ".join(str(item) for item in response.data)
+            response.data = {"detail": messages}
         return response
 
     view = context.get("view")

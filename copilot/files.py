@@ -6,6 +6,7 @@ storage stores every byte.
 """
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -19,6 +20,7 @@ JPEG_SOI = b"\xff\xd8\xff"
 PDF_MARKER = b"%PDF-"
 DICOM_PREFIX_OFFSET = 128
 SNIFF_SIZE = 1024
+MAX_FILENAME_LENGTH = 255
 
 # Extension to content kind, and the media type that the kind is served as.
 SCAN_KINDS = {
@@ -63,7 +65,7 @@ def check_upload(uploaded, kinds, content_checks=None):
     PayloadTooLarge (413) when the file is larger than MAX_UPLOAD_SIZE.
     """
     allowed = ", ".join(kinds)
-    original_filename = PurePosixPath(uploaded.name or "").name
+    original_filename = clean_filename(uploaded.name)
     extension = _extension(original_filename)
     if not extension:
         raise ValidationError(
@@ -106,10 +108,30 @@ def check_upload(uploaded, kinds, content_checks=None):
         file=uploaded,
         kind=kind,
         extension=extension,
-        original_filename=original_filename[:255],
+        original_filename=original_filename,
         size=size,
         sha256=digest.hexdigest(),
     )
+
+
+def clean_filename(name):
+    """Return the last part of an uploaded file's name, safe to store and show.
+
+    Drops any folder part (POSIX or Windows), control and formatting characters
+    such as NUL or a right-to-left override, and surrounding spaces, and keeps a
+    long name under MAX_FILENAME_LENGTH with its extension. The HTTP parser does
+    much of this already; the admin and other callers may pass any name.
+    """
+    name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(
+        char for char in name if not unicodedata.category(char).startswith("C")
+    ).strip()
+    if name in (".", ".."):
+        return ""
+    if len(name) > MAX_FILENAME_LENGTH:
+        suffix = PurePosixPath(name).suffix[: MAX_FILENAME_LENGTH // 2]
+        name = name[: MAX_FILENAME_LENGTH - len(suffix)] + suffix
+    return name
 
 
 def _extension(filename):

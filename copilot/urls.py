@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from copilot import views
 from copilot.auth import ObtainTokenView
@@ -17,7 +17,7 @@ urlpatterns = [
     path("", include("patients.urls")),
     path("", include("scans.urls")),
     path("", include("documents.urls")),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("schema/", views.SchemaView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
     # Files of the local storage, for authenticated users only. Cloudinary files

@@ -1,4 +1,5 @@
-"""Service endpoints: the API root, health, and authenticated local file delivery."""
+"""Service endpoints: the API root, health, the schema, authenticated local file
+delivery, and the JSON error pages for requests that no API view handles."""
 
 import logging
 import mimetypes
@@ -8,16 +9,20 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
 from django.http import FileResponse, JsonResponse
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes, throttle_classes
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
 from copilot import audit
 from copilot.exceptions import server_error_body
+from copilot.responses import ErrorSerializer
 from copilot.storage import StorageError, backend_name, ping_storage
 
 logger = logging.getLogger(__name__)
@@ -155,6 +160,27 @@ def serve_stored_file(request, path, alias, folder, permission):
 
 
 serve_stored_file.audit_file_reads = True
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema, with its errors in JSON like every other endpoint."""
+
+    @extend_schema(
+        responses={
+            200: OpenApiTypes.OBJECT,
+            (404, "application/json"): OpenApiResponse(
+                ErrorSerializer, description="Unknown ?format=."
+            ),
+        },
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def handle_exception(self, exc):
+        # The schema renderers would answer an error in YAML.
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
 
 
 # Errors outside DRF views (unknown URLs, the admin), as JSON like the API's.

@@ -3,6 +3,7 @@
 import logging
 
 from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
@@ -13,6 +14,16 @@ from copilot.responses import ErrorSerializer, MessageSerializer
 logger = logging.getLogger(__name__)
 
 NOT_FOUND = OpenApiResponse(ErrorSerializer, description="No such record.")
+INVALID_PAGE = OpenApiResponse(
+    ErrorSerializer, description="No such page: ?page= is not a page of the list."
+)
+INVALID_FIELDS = OpenApiResponse(
+    OpenApiTypes.OBJECT,
+    description="Invalid fields: each field name maps to a list of messages.",
+)
+UNSUPPORTED_MEDIA_TYPE = OpenApiResponse(
+    ErrorSerializer, description="The endpoint does not accept the body's Content-Type."
+)
 
 
 class NamedObjectMixin:
@@ -45,8 +56,13 @@ class DeleteWithMessageMixin:
         )
 
 
+# Ids are BigAutoField values. Django bounds a lookup on a primary key, but not on a
+# foreign key, where a larger number fails in the database driver on SQLite.
+MAX_ID = 2**63 - 1
+
+
 def integer_query_param(request, name):
-    """Return ?name= as an int, None when absent, or raise a 400 naming it."""
+    """Return ?name= as an id, None when absent, or raise a 400 naming it."""
     value = request.query_params.get(name)
     if value in (None, ""):
         return None
@@ -54,6 +70,17 @@ def integer_query_param(request, name):
         number = int(value)
     except ValueError:
         raise ValidationError({name: [f"'{value}' is not an integer id."]}) from None
-    if number < 1:
+    if not 1 <= number <= MAX_ID:
         raise ValidationError({name: [f"'{value}' is not a valid id."]})
     return number
+
+
+class PatientFilterMixin:
+    """Narrow a list to one patient's records with ?patient=ID."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        patient_id = integer_query_param(self.request, "patient")
+        if patient_id is not None:
+            queryset = queryset.filter(patient_id=patient_id)
+        return queryset

@@ -6,15 +6,17 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
 from copilot.viewsets import (
+    INVALID_FIELDS,
+    INVALID_PAGE,
     NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
-    integer_query_param,
+    PatientFilterMixin,
 )
 from documents.models import PatientDocument
 from documents.serializers import DocumentSerializer, DocumentUploadSerializer
@@ -23,9 +25,10 @@ from patients.serializers import PatientSummarySerializer
 from patients.services import get_patient_or_404
 
 UPLOAD_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid field or file."),
+    400: INVALID_FIELDS,
     404: OpenApiResponse(ErrorSerializer, description="Patient not found."),
     413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
+    415: UNSUPPORTED_MEDIA_TYPE,
     502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
     503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
 }
@@ -37,12 +40,14 @@ UPLOAD_ERRORS = {
             OpenApiParameter(
                 "patient", int, description="Only this patient's documents."
             )
-        ]
+        ],
+        responses={200: DocumentSerializer, 400: INVALID_FIELDS, 404: INVALID_PAGE},
     ),
     retrieve=extend_schema(responses={200: DocumentSerializer, 404: NOT_FOUND}),
 )
 class DocumentViewSet(
     NamedObjectMixin,
+    PatientFilterMixin,
     DeleteWithMessageMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -54,18 +59,6 @@ class DocumentViewSet(
     queryset = PatientDocument.objects.all()
     serializer_class = DocumentSerializer
     object_label = "Document"
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        patient_id = integer_query_param(self.request, "patient")
-        if patient_id is not None:
-            queryset = queryset.filter(patient_id=patient_id)
-        return queryset
-
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create":
-            return [MultiPartParser(), FormParser()]
-        return super().get_parsers()
 
     @extend_schema(
         request=DocumentUploadSerializer,

@@ -1,6 +1,6 @@
 from django.core.validators import MaxValueValidator
 from django.db import models
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 MAX_AGE = 150
@@ -27,6 +27,19 @@ class PatientQuerySet(models.QuerySet):
             scans_count=_count_of(Scan, "patient"),
             documents_count=_count_of(PatientDocument, "patient"),
         )
+
+    def with_last_scan_date(self):
+        """Annotate last_scan_date, the latest scan_date of the patient's scans."""
+        from scans.models import Scan
+
+        latest = (
+            Scan.objects.filter(patient=OuterRef("pk"))
+            .order_by()
+            .values("patient")
+            .annotate(latest=Max("scan_date"))
+            .values("latest")
+        )
+        return self.annotate(last_scan_date=Subquery(latest))
 
 
 class Patient(models.Model):

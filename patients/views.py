@@ -4,7 +4,14 @@ from rest_framework import filters, mixins, status, viewsets
 from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
-from copilot.viewsets import NOT_FOUND, DeleteWithMessageMixin, NamedObjectMixin
+from copilot.viewsets import (
+    INVALID_FIELDS,
+    INVALID_PAGE,
+    NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
+    DeleteWithMessageMixin,
+    NamedObjectMixin,
+)
 from documents.models import PatientDocument
 from patients.models import Patient
 from patients.serializers import (
@@ -19,10 +26,26 @@ CONFLICT = OpenApiResponse(ErrorSerializer, description="The MRN is taken.")
 
 
 @extend_schema_view(
-    create=extend_schema(responses={201: PatientSerializer, 409: CONFLICT}),
+    list=extend_schema(
+        responses={200: PatientListSerializer, 400: INVALID_FIELDS, 404: INVALID_PAGE}
+    ),
+    create=extend_schema(
+        responses={
+            201: PatientSerializer,
+            400: INVALID_FIELDS,
+            409: CONFLICT,
+            415: UNSUPPORTED_MEDIA_TYPE,
+        }
+    ),
     retrieve=extend_schema(responses={200: PatientDetailSerializer, 404: NOT_FOUND}),
     partial_update=extend_schema(
-        responses={200: PatientSerializer, 404: NOT_FOUND, 409: CONFLICT}
+        responses={
+            200: PatientSerializer,
+            400: INVALID_FIELDS,
+            404: NOT_FOUND,
+            409: CONFLICT,
+            415: UNSUPPORTED_MEDIA_TYPE,
+        }
     ),
 )
 class PatientViewSet(

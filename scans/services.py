@@ -21,6 +21,15 @@ DEFAULT_VIEW_POSITION = "PA"
 DEFAULT_MODALITY = "DX"
 
 
+class PatientMismatch(Conflict):
+    """A DICOM file whose PatientID is not the MRN of the patient it is stored for."""
+
+    def __init__(self, detail, *, mrn, dicom_patient_id):
+        super().__init__(detail)
+        self.mrn = mrn
+        self.dicom_patient_id = dicom_patient_id
+
+
 def create_scan(
     patient,
     uploaded,
@@ -153,10 +162,12 @@ def _check_patient_id(scan, patient, header, confirmed, user):
     if patient_ids_match(patient.mrn, header.patient_id):
         return
     if not confirmed:
-        raise Conflict(
+        raise PatientMismatch(
             f"The DICOM PatientID '{header.patient_id}' does not match the MRN "
             f"'{patient.mrn}' of patient {patient.pk}. Check that the file belongs "
-            "to this patient, then send confirm_patient_mismatch=true to store it."
+            "to this patient, then send confirm_patient_mismatch=true to store it.",
+            mrn=patient.mrn,
+            dicom_patient_id=header.patient_id,
         )
     scan.patient_mismatch_confirmed_by = (
         user if user and user.is_authenticated else None

@@ -6,15 +6,17 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from copilot.responses import ErrorSerializer
 from copilot.viewsets import (
+    INVALID_FIELDS,
+    INVALID_PAGE,
     NOT_FOUND,
+    UNSUPPORTED_MEDIA_TYPE,
     DeleteWithMessageMixin,
     NamedObjectMixin,
-    integer_query_param,
+    PatientFilterMixin,
 )
 from patients.serializers import PatientSummarySerializer
 from patients.services import get_patient_or_404
@@ -23,7 +25,7 @@ from scans.serializers import ScanSerializer, ScanUploadSerializer
 from scans.services import create_scan
 
 UPLOAD_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="Invalid field or file."),
+    400: INVALID_FIELDS,
     404: OpenApiResponse(ErrorSerializer, description="Patient not found."),
     409: OpenApiResponse(
         ErrorSerializer,
@@ -31,6 +33,7 @@ UPLOAD_ERRORS = {
         "already stored for this patient.",
     ),
     413: OpenApiResponse(ErrorSerializer, description="File larger than allowed."),
+    415: UNSUPPORTED_MEDIA_TYPE,
     502: OpenApiResponse(ErrorSerializer, description="Storage failed."),
     503: OpenApiResponse(ErrorSerializer, description="Storage timed out."),
 }
@@ -40,12 +43,14 @@ UPLOAD_ERRORS = {
     list=extend_schema(
         parameters=[
             OpenApiParameter("patient", int, description="Only this patient's scans.")
-        ]
+        ],
+        responses={200: ScanSerializer, 400: INVALID_FIELDS, 404: INVALID_PAGE},
     ),
     retrieve=extend_schema(responses={200: ScanSerializer, 404: NOT_FOUND}),
 )
 class ScanViewSet(
     NamedObjectMixin,
+    PatientFilterMixin,
     DeleteWithMessageMixin,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -57,18 +62,6 @@ class ScanViewSet(
     queryset = Scan.objects.select_related("patient_mismatch_confirmed_by")
     serializer_class = ScanSerializer
     object_label = "Scan"
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        patient_id = integer_query_param(self.request, "patient")
-        if patient_id is not None:
-            queryset = queryset.filter(patient_id=patient_id)
-        return queryset
-
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create":
-            return [MultiPartParser(), FormParser()]
-        return super().get_parsers()
 
     @extend_schema(
         request=ScanUploadSerializer,

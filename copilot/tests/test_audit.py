@@ -189,6 +189,15 @@ class TestAuditFailedChanges:
             ("create", "documents.patientdocument", "", 999, "not_found")
         ]
 
+    def test_it_records_an_upload_to_a_patient_id_beyond_any_id(self, api, report_pdf):
+        since = last_id()
+        response = upload_document(api, 2**80, report_pdf)
+
+        assert response.status_code == 404
+        assert rows(id__gt=since) == [
+            ("create", "documents.patientdocument", "", None, "not_found")
+        ]
+
     def test_it_records_a_conflicting_change(self, api, patient):
         since = last_id()
         other = Patient.objects.create(mrn="MRN002", name="Jane Roe")

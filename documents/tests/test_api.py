@@ -183,6 +183,12 @@ class TestListDocuments:
         assert response.status_code == 400
         assert "patient" in response.json()
 
+    def test_it_rejects_a_patient_filter_beyond_any_id(self, api):
+        response = api.get(f"/documents?patient={2**63}")
+
+        assert response.status_code == 400
+        assert response.json() == {"patient": [f"'{2**63}' is not a valid id."]}
+
     def test_it_requires_authentication(self, anonymous):
         assert anonymous.get("/documents").status_code == 401
 

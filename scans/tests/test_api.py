@@ -388,6 +388,12 @@ class TestListScans:
 
         assert response.status_code == 400
 
+    def test_it_rejects_a_patient_filter_beyond_any_id(self, api):
+        response = api.get(f"/scans?patient={2**63}")
+
+        assert response.status_code == 400
+        assert response.json() == {"patient": [f"'{2**63}' is not a valid id."]}
+
     def test_it_requires_authentication(self, anonymous):
         assert anonymous.get("/scans").status_code == 401
 

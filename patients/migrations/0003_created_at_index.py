@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('patients', '0001_initial'),
+        ('patients', '0002_radiologists_and_front_desk_groups'),
     ]
 
     operations = [
