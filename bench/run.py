@@ -40,12 +40,15 @@ from bench.servers import (
     cloudinary_server,
     database_backends,
     ensure_postgres,
+    ensure_redis,
     gunicorn,
     recreate_database,
 )
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/copilot_bench"
+# Rate limits are counted in Redis, as the README advises for several workers.
+REDIS_CACHE_URL = "redis://127.0.0.1:6379/9"
 
 PARTS = ("previews", "reads", "uploads", "memory")
 SIZES = (2_000, 20_000)
@@ -110,6 +113,7 @@ def main(argv=None):
     }
     step("PostgreSQL")
     ensure_postgres()
+    ensure_redis()
     recreate_database(args.database_url)
 
     with cloudinary_server(cloud_dir, RESULTS / "cloudinary.log") as cloud:
@@ -187,7 +191,7 @@ def server_environment(database_url, media, cloudinary_url):
             # 600 a minute of the default limit would.
             "API_RATE_USER": "100000/second",
             # The README's shared cache for rate limits with several workers.
-            "CACHE_URL": "dbcache://rate_limits",
+            "CACHE_URL": REDIS_CACHE_URL,
             "DJANGO_SETTINGS_MODULE": "copilot.settings",
         }
     )
@@ -201,7 +205,6 @@ def django_setup():
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
 
 
 def machine():

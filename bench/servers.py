@@ -66,6 +66,33 @@ def ensure_postgres(port=5432):
     raise RuntimeError(f"PostgreSQL does not answer on {HOST}:{port}.")
 
 
+def ensure_redis(port=6379):
+    """Start a local Redis without persistence when nothing answers on its port."""
+    if port_open(port):
+        return
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            HOST,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        check=True,
+    )
+    for _ in range(30):
+        if port_open(port):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Redis does not answer on {HOST}:{port}.")
+
+
 def recreate_database(url):
     """Drop and create the database that `url` names, on its own server."""
     import psycopg2
