@@ -142,17 +142,32 @@ def _request_fields(request):
     }
 
 
-def entry(request, action, outcome, model=None, object_id="", patient_id=None):
-    """Return an unsaved AuditEntry for `request` (None outside a request)."""
+def entry(
+    request,
+    action,
+    outcome,
+    model=None,
+    object_id="",
+    patient_id=None,
+    request_fields=None,
+):
+    """Return an unsaved AuditEntry for `request` (None outside a request).
+
+    `request_fields`, from _user_and_request_fields(), saves computing the user and
+    request columns again for each entry of a list page.
+    """
     return AuditEntry(
         action=action,
         outcome=outcome,
         object_type=model._meta.label_lower if model is not None else "",
         object_id=str(object_id or "")[:64],
         patient_id=patient_id,
-        **_user_fields(request),
-        **_request_fields(request),
+        **(request_fields or _user_and_request_fields(request)),
     )
+
+
+def _user_and_request_fields(request):
+    return {**_user_fields(request), **_request_fields(request)}
 
 
 def record(request, action, outcome, **fields):
@@ -364,6 +379,7 @@ class AuditMiddleware:
                 audit.reads.extend(_admin_listed(response))
 
         if audit.reads and response.status_code < 400:
+            shared = _user_and_request_fields(request)
             entries = [
                 entry(
                     request,
@@ -372,6 +388,7 @@ class AuditMiddleware:
                     model=type(obj),
                     object_id=obj.pk,
                     patient_id=patient_id_of(obj),
+                    request_fields=shared,
                 )
                 for action, obj in audit.reads
             ]
