@@ -132,13 +132,24 @@ def health(request):
 @api_view(["GET", "HEAD"])
 @permission_classes([IsAuthenticated])
 def serve_stored_file(request, path, alias, folder, permission):
-    """Stream a file of the local storage to an authenticated user who may view it."""
+    """Stream a file of the local storage to an authenticated user who may view it.
+
+    Only files that a row of the permission's model stores under exactly this
+    name are served.
+    """
     if not request.user.has_perm(permission):
         raise PermissionDenied("You do not have permission to view this file.")
 
     name = f"{folder}/{path}"
     if backend_name(alias) != "local":
         raise NotFound(f"File {name} not found")
+
+    # A path with "..", "." or "//" can reach a file of another folder, which
+    # another permission guards, so only the exact name of a row is served.
+    owner = audit.find_file_owner(permission.replace(".view_", ".", 1), name)
+    if owner is None:
+        raise NotFound(f"File {name} not found")
+
     storage = storages[alias]
     try:
         if not storage.exists(name):
@@ -147,9 +158,7 @@ def serve_stored_file(request, path, alias, folder, permission):
     except (SuspiciousFileOperation, IsADirectoryError) as error:
         raise NotFound(f"File {name} not found") from error
 
-    owner = audit.find_file_owner(permission.replace(".view_", ".", 1), name)
-    if owner is not None:
-        audit.note_read(request, owner)
+    audit.note_read(request, owner)
 
     content_type, _ = mimetypes.guess_type(name)
     response = FileResponse(

@@ -1,7 +1,8 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import DatabaseError
 
-from conftest import upload
+from conftest import store_file, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -101,6 +102,44 @@ class TestStoredFiles:
         response = api.get("/media/reports/missing.pdf")
 
         assert response.status_code == 404
+
+    def test_it_rejects_a_path_into_another_folder(
+        self, api, radiologist, patient, report_pdf
+    ):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("a.pdf", report_pdf), "document_name": "Report"},
+        )
+        name = created.json()["document"]["file_url"].split("/media/")[1]
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(Permission.objects.get(codename="view_scan"))
+
+        for path in (f"/media/xrays/../{name}", f"/media/xrays/%2e%2e/{name}"):
+            response = api.get(path)
+
+            assert response.status_code == 404, path
+            assert response.json() == {"detail": f"File xrays/../{name} not found"}
+
+    def test_it_rejects_an_altered_name(self, api, patient, chest_png):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("a.png", chest_png), "body_part": "CHEST"},
+        )
+        base = created.json()["scan"]["file_url"].split("/media/xrays/")[1]
+
+        for path in (f"/media/xrays/./{base}", f"/media/xrays//{base}"):
+            response = api.get(path)
+
+            assert response.status_code == 404, path
+        assert api.get(f"/media/xrays/{base}").status_code == 200
+
+    def test_it_rejects_a_file_without_a_row(self, api, local_storage, chest_png):
+        name = store_file("scans", "xrays", "png", chest_png)
+
+        response = api.get(f"/media/{name}")
+
+        assert response.status_code == 404
+        assert (local_storage / name).read_bytes() == chest_png
 
 
 class TestSchema:
