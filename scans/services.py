@@ -11,6 +11,7 @@ from rest_framework.exceptions import ValidationError
 from copilot.exceptions import Conflict
 from copilot.files import SCAN_KINDS, check_upload
 from copilot.storage import StoredFiles, random_name
+from patients.services import get_patient_or_404
 from scans.dicom import DicomError, is_dicom, read_header
 from scans.models import FOLDER, STORAGE_ALIAS, Scan
 from scans.previews import PreviewError, make_previews
@@ -45,7 +46,8 @@ def create_scan(
 
     Values given here win over the DICOM header, which wins over the defaults.
     Raises ValidationError (400), PayloadTooLarge (413), Conflict (409) or
-    StorageError (502/503); on any of them no row and no file is left behind.
+    StorageError (502/503), and NotFound (404) when the patient is deleted before
+    the row is saved. On any of them no row and no file is left behind.
     """
     checked = check_upload(uploaded, SCAN_KINDS, content_checks={"dicom": is_dicom})
     scan = Scan(
@@ -101,6 +103,8 @@ def create_scan(
         except IntegrityError as error:
             if header and header.sop_instance_uid:
                 _check_not_imported(patient, header.sop_instance_uid)
+            # A patient deleted since the caller looked it up fails the foreign key.
+            get_patient_or_404(patient.pk)
             raise error
 
     logger.info(

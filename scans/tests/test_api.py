@@ -3,9 +3,12 @@ import io
 import pytest
 from django.test import override_settings
 from PIL import Image
+from rest_framework.exceptions import NotFound
 
 from conftest import CHEST_MRN, dicom_test_file, sha256, stored_files, upload
+from patients.models import Patient
 from scans.models import Scan
+from scans.services import create_scan
 
 pytestmark = pytest.mark.django_db
 
@@ -370,6 +373,23 @@ class TestUploadScan:
 
         assert response.status_code == 403
         assert not Scan.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+class TestCreateScan:
+    def test_it_rejects_a_patient_deleted_meanwhile(
+        self, patient, chest_png, local_storage
+    ):
+        # The row the caller looked up, deleted before the scan is saved.
+        stale = Patient.objects.get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk).delete()
+
+        with pytest.raises(NotFound) as raised:
+            create_scan(stale, upload("c.png", chest_png), body_part="CHEST")
+
+        assert str(raised.value.detail) == f"Patient {patient.pk} not found"
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
 
 
 class TestListScans:
