@@ -1,11 +1,19 @@
 import io
 
+import pydicom
 import pytest
 from django.test import override_settings
 from PIL import Image
 from rest_framework.exceptions import NotFound
 
-from conftest import CHEST_MRN, dicom_test_file, sha256, stored_files, upload
+from conftest import (
+    CHEST_DICOM,
+    CHEST_MRN,
+    dicom_test_file,
+    sha256,
+    stored_files,
+    upload,
+)
 from patients.models import Patient
 from scans.models import Scan
 from scans.services import create_scan
@@ -28,6 +36,16 @@ def post_scan(api, patient, file, **fields):
     if file is not None:
         data["file"] = file
     return api.post(f"/patients/{patient.pk}/upload/scan", data)
+
+
+def chest_dicom_with(**values):
+    """Return the chest DICOM file with some header values replaced."""
+    dataset = pydicom.dcmread(dicom_test_file(CHEST_DICOM))
+    for keyword, value in values.items():
+        setattr(dataset, keyword, value)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 class TestUploadScan:
@@ -220,6 +238,51 @@ class TestUploadScan:
         assert second.status_code == 409
         assert f"Scan {first.json()['scan']['id']}" in second.json()["detail"]
         assert Scan.objects.count() == 1
+
+    def test_it_rejects_a_header_value_longer_than_its_field(
+        self, api, chest_patient, local_storage
+    ):
+        data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        assert response.status_code == 400
+        assert response.json() == {
+            "modality": [
+                "The DICOM Modality 'DIGITAL RADIOGRAPHY' is longer than 10 "
+                "characters. Send modality to store the scan with another value."
+            ]
+        }
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+    def test_request_field_wins_over_a_long_header_value(self, api, chest_patient):
+        data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
+
+        response = post_scan(api, chest_patient, upload("c.dcm", data), modality="DX")
+
+        assert response.status_code == 201
+        assert Scan.objects.get().modality == "DX"
+
+    @pytest.mark.parametrize(
+        "keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+    )
+    def test_it_rejects_a_uid_longer_than_64_characters(
+        self, api, chest_patient, local_storage, keyword
+    ):
+        data = chest_dicom_with(**{keyword: "1.2." + "3" * 70})
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        assert response.status_code == 400
+        assert response.json() == {
+            "file": [
+                f"The DICOM {keyword} is longer than 64 characters, so the file "
+                "is not valid DICOM."
+            ]
+        }
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
 
     @pytest.mark.parametrize(
         "filename",
