@@ -46,7 +46,7 @@ class DeleteWithMessageMixin:
     def destroy(self, request, *args, **kwargs):
         instance = self.get_object()
         pk = instance.pk
-        instance.delete()
+        self.perform_destroy(instance)
         logger.info(
             "deleted %s id=%s user_id=%s", self.object_label, pk, request.user.pk
         )

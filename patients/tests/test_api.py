@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -296,3 +297,65 @@ class TestDeletePatient:
 
         assert response.status_code == 403
         assert Patient.objects.filter(pk=patient.pk).exists()
+
+    def test_it_requires_delete_permission_for_scans(
+        self, api, radiologist, patient, chest_jpeg, report_pdf, local_storage
+    ):
+        api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("chest.jpg", chest_jpeg), "body_part": "CHEST"},
+        )
+        api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("lab.pdf", report_pdf), "document_name": "Lab"},
+        )
+        files = stored_files(local_storage)
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient"),
+            Permission.objects.get(codename="delete_patientdocument"),
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": f"Deleting patient {patient.pk} deletes its scans, which "
+            "you do not have permission to delete."
+        }
+        assert Patient.objects.filter(pk=patient.pk).exists()
+        assert Scan.objects.count() == 1
+        assert PatientDocument.objects.count() == 1
+        assert stored_files(local_storage) == files
+
+    def test_it_requires_delete_permission_for_documents(
+        self, api, radiologist, patient, report_pdf
+    ):
+        api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("lab.pdf", report_pdf), "document_name": "Lab"},
+        )
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient")
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": f"Deleting patient {patient.pk} deletes its documents, which "
+            "you do not have permission to delete."
+        }
+        assert PatientDocument.objects.count() == 1
+
+    def test_it_deletes_a_patient_without_files(self, api, radiologist, patient):
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient")
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 200
+        assert not Patient.objects.exists()
