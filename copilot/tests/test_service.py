@@ -7,6 +7,21 @@ from conftest import store_file, upload
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def unwritable_storage(settings, tmp_path):
+    """Point both storages at a folder that cannot be created, and return it."""
+    # A regular file where the storage folder's parent should be.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    location = blocker / "media"
+    broken = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": location},
+    }
+    settings.STORAGES = {**settings.STORAGES, "scans": broken, "documents": broken}
+    return location
+
+
 class TestRoot:
     def test_it_works_without_credentials(self, anonymous):
         response = anonymous.get("/")
@@ -51,21 +66,24 @@ class TestHealth:
         assert response.status_code == 200
         assert response.json()["status"] == "healthy"
 
-    def test_deep_check_reports_storage_failure(self, anonymous, settings, tmp_path):
-        # A regular file where the storage folder should be: it cannot be created.
-        blocker = tmp_path / "not-a-folder"
-        blocker.write_bytes(b"")
-        broken = {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": blocker / "media"},
-        }
-        settings.STORAGES = {**settings.STORAGES, "scans": broken, "documents": broken}
-
+    def test_deep_check_reports_storage_failure(self, anonymous, unwritable_storage):
         response = anonymous.get("/health?deep=1")
 
         assert response.status_code == 503
         assert response.json()["status"] == "unhealthy"
         assert "ping failed" in response.json()["storage_error"]
+
+    def test_it_hides_the_storage_error_from_clients(
+        self, anonymous, unwritable_storage, caplog
+    ):
+        response = anonymous.get("/health?deep=1")
+
+        assert response.status_code == 503
+        assert response.json()["storage_error"] == (
+            "Storage ping failed. The server log has the error."
+        )
+        assert str(unwritable_storage) not in response.content.decode()
+        assert str(unwritable_storage) in caplog.text
 
 
 class TestStoredFiles:
