@@ -40,11 +40,14 @@ def delete_patient(patient, user):
     """Delete a patient with its scans and documents, if `user` may delete them all.
 
     The patient row stays locked from the check to the delete, so an upload that
-    starts meanwhile waits and then finds no patient. Raises PermissionDenied (403)
-    naming the related rows that the user may not delete.
+    starts meanwhile waits and then finds no patient. Raises NotFound (404) when
+    another request deleted the patient first, and PermissionDenied (403) naming
+    the related rows that the user may not delete.
     """
     with transaction.atomic():
-        Patient.objects.select_for_update().filter(pk=patient.pk).first()
+        locked = Patient.objects.select_for_update().filter(pk=patient.pk)
+        if locked.values_list("pk", flat=True).first() is None:
+            raise NotFound(f"Patient {patient.pk} not found")
         for related_name, permission in CASCADED_DELETES:
             if user.has_perm(permission):
                 continue

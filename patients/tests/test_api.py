@@ -2,10 +2,13 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.exceptions import NotFound
 
 from conftest import stored_files, upload
+from copilot.models import AuditEntry
 from documents.models import PatientDocument
 from patients.models import Patient
+from patients.services import delete_patient
 from scans.models import Scan
 
 pytestmark = pytest.mark.django_db
@@ -283,6 +286,18 @@ class TestDeletePatient:
         assert not Scan.objects.exists()
         assert not PatientDocument.objects.exists()
         assert stored_files(local_storage) == {}
+
+    def test_it_rejects_a_patient_deleted_meanwhile(self, radiologist, patient):
+        # The row that a second request looked up before the first deleted it.
+        stale = Patient.objects.get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk).delete()
+        deletes = AuditEntry.objects.filter(action="delete").count()
+
+        with pytest.raises(NotFound) as raised:
+            delete_patient(stale, radiologist)
+
+        assert str(raised.value.detail) == f"Patient {patient.pk} not found"
+        assert AuditEntry.objects.filter(action="delete").count() == deletes
 
     def test_it_handles_unknown_patient(self, api):
         response = api.delete("/patients/7")

@@ -14,9 +14,11 @@ from conftest import (
     stored_files,
     upload,
 )
+from copilot.models import AuditEntry
 from patients.models import Patient
 from scans.models import Scan
 from scans.services import create_scan
+from scans.views import ScanViewSet
 
 pytestmark = pytest.mark.django_db
 
@@ -512,6 +514,20 @@ class TestDeleteScan:
         assert not Scan.objects.exists()
         assert stored_files(local_storage) == {}
         assert fetch(api, scan["file_url"])[0] == 404
+
+    @pytest.mark.django_db(transaction=True)
+    def test_it_rejects_a_scan_deleted_meanwhile(self, api, patient, chest_png):
+        created = post_scan(api, patient, upload("a.png", chest_png), body_part="CHEST")
+        # The row that a second request looked up before the first deleted it.
+        stale = Scan.objects.get(pk=created.json()["scan"]["id"])
+        api.delete(f"/scans/{stale.pk}")
+        deletes = AuditEntry.objects.filter(action="delete").count()
+
+        with pytest.raises(NotFound) as raised:
+            ScanViewSet(object_label="Scan").perform_destroy(stale)
+
+        assert str(raised.value.detail) == f"Scan {stale.pk} not found"
+        assert AuditEntry.objects.filter(action="delete").count() == deletes
 
     def test_it_handles_unknown_scan(self, api):
         response = api.delete("/scans/5")
