@@ -1,3 +1,4 @@
+import datetime as dt
 import io
 
 import pydicom
@@ -48,6 +49,12 @@ def chest_dicom_with(**values):
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def zone_of(offset):
+    """Return the time zone of a TimezoneOffsetFromUTC value such as "-1200"."""
+    delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:]))
+    return dt.timezone(-delta if offset[0] == "-" else delta)
 
 
 class TestUploadScan:
@@ -265,6 +272,25 @@ class TestUploadScan:
 
         assert response.status_code == 201
         assert Scan.objects.get().modality == "DX"
+
+    @pytest.mark.parametrize(
+        ("study_date", "study_time", "offset"),
+        [("00010101", "000000", "+1400"), ("99991231", "235959", "-1200")],
+    )
+    def test_it_skips_an_out_of_range_study_date(
+        self, api, chest_patient, study_date, study_time, offset
+    ):
+        data = chest_dicom_with(
+            StudyDate=study_date, StudyTime=study_time, TimezoneOffsetFromUTC=offset
+        )
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        # The series date and time of the file, in the same offset.
+        series = dt.datetime(1995, 9, 26, 12, 51, 30, tzinfo=zone_of(offset))
+        assert response.status_code == 201, response.json()
+        assert Scan.objects.get().scan_date == series
+        assert api.get("/scans").status_code == 200
 
     @pytest.mark.parametrize(
         "keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
