@@ -2,6 +2,7 @@
 
 import logging
 
+from django.db import transaction
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -46,7 +47,7 @@ class DeleteWithMessageMixin:
     def destroy(self, request, *args, **kwargs):
         instance = self.get_object()
         pk = instance.pk
-        instance.delete()
+        self.perform_destroy(instance)
         logger.info(
             "deleted %s id=%s user_id=%s", self.object_label, pk, request.user.pk
         )
@@ -54,6 +55,19 @@ class DeleteWithMessageMixin:
             {"message": f"{self.object_label} {pk} deleted successfully"},
             status=status.HTTP_200_OK,
         )
+
+    def perform_destroy(self, instance):
+        """Delete the row, or raise a 404 when another request deleted it first.
+
+        The row is locked before the delete, so of two requests for one row the
+        second waits and finds it gone, instead of reporting a second delete.
+        """
+        model = type(instance)
+        with transaction.atomic():
+            locked = model._base_manager.select_for_update().filter(pk=instance.pk)
+            if locked.values_list("pk", flat=True).first() is None:
+                raise NotFound(f"{self.object_label} {instance.pk} not found")
+            instance.delete()
 
 
 # Ids are BigAutoField values. Django bounds a lookup on a primary key, but not on a

@@ -2,11 +2,12 @@
 
 import logging
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from copilot.files import DOCUMENT_KINDS, check_upload
 from copilot.storage import StoredFiles, random_name
 from documents.models import FOLDER, STORAGE_ALIAS, PatientDocument
+from patients.services import get_patient_or_404
 
 logger = logging.getLogger(__name__)
 
@@ -16,8 +17,9 @@ DEFAULT_DOCUMENT_TYPE = "PDF"
 def create_document(patient, uploaded, *, document_name, document_type="", user=None):
     """Check, store and record an uploaded PDF document.
 
-    Raises ValidationError (400), PayloadTooLarge (413) or StorageError (502/503);
-    on any of them no row and no file is left behind.
+    Raises ValidationError (400), PayloadTooLarge (413) or StorageError (502/503),
+    and NotFound (404) when the patient is deleted before the row is saved. On
+    any of them no row and no file is left behind.
     """
     checked = check_upload(uploaded, DOCUMENT_KINDS)
     document = PatientDocument(
@@ -35,8 +37,13 @@ def create_document(patient, uploaded, *, document_name, document_type="", user=
         document.file = stored.save(
             random_name(FOLDER, checked.extension), checked.file
         )
-        with transaction.atomic():
-            document.save()
+        try:
+            with transaction.atomic():
+                document.save()
+        except IntegrityError:
+            # A patient deleted since the caller looked it up fails the foreign key.
+            get_patient_or_404(patient.pk)
+            raise
 
     logger.info(
         "stored document document_id=%s patient_id=%s size=%s",

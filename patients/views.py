@@ -19,7 +19,7 @@ from patients.serializers import (
     PatientListSerializer,
     PatientSerializer,
 )
-from patients.services import save_patient
+from patients.services import delete_patient, save_patient
 from scans.models import Scan
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="The MRN is taken.")
@@ -92,6 +92,9 @@ class PatientViewSet(
 
     def perform_update(self, serializer):
         save_patient(serializer)
+
+    def perform_destroy(self, instance):
+        delete_patient(instance, self.request.user)
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)

@@ -93,6 +93,10 @@ _DATE_TIME_KEYWORDS = (
     ("ContentDate", "ContentTime"),
 )
 _UTC_OFFSET = re.compile(r"^([+-])(\d{2})(\d{2})$")
+# A date and time within a day of the ends of Python's datetime range cannot be
+# converted to every time zone, so the study date must lie between these.
+_EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 
 
 class DicomError(ValueError):
@@ -624,7 +628,10 @@ def _time(value: str) -> dt.time | None:
 
 
 def _study_datetime(dataset: Dataset, tz: dt.tzinfo) -> dt.datetime | None:
-    """Return the first valid date and time of the study, series, or content."""
+    """Return the first valid date and time of the study, series, or content.
+
+    A date and time that cannot be converted to every time zone is not valid.
+    """
     zone = _utc_offset(_text(dataset, "TimezoneOffsetFromUTC")) or tz
     for date_keyword, time_keyword in _DATE_TIME_KEYWORDS:
         date = _date(_text(dataset, date_keyword))
@@ -633,7 +640,9 @@ def _study_datetime(dataset: Dataset, tz: dt.tzinfo) -> dt.datetime | None:
         time = _time(_text(dataset, time_keyword))
         if time is None:
             time = dt.time()
-        return dt.datetime.combine(date, time, tzinfo=zone)
+        value = dt.datetime.combine(date, time, tzinfo=zone)
+        if _EARLIEST <= value <= _LATEST:
+            return value
     return None
 
 

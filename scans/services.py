@@ -11,6 +11,7 @@ from rest_framework.exceptions import ValidationError
 from copilot.exceptions import Conflict
 from copilot.files import SCAN_KINDS, check_upload
 from copilot.storage import StoredFiles, random_name
+from patients.services import get_patient_or_404
 from scans.dicom import DicomError, is_dicom, read_header
 from scans.models import FOLDER, STORAGE_ALIAS, Scan
 from scans.previews import PreviewError, make_previews
@@ -19,6 +20,21 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_VIEW_POSITION = "PA"
 DEFAULT_MODALITY = "DX"
+
+# Scan fields that a request may give, and the DICOM keyword that fills them.
+REQUEST_HEADER_FIELDS = {
+    "body_part": "BodyPartExamined",
+    "view_position": "ViewPosition",
+    "modality": "Modality",
+}
+# Scan fields filled from the DICOM header only.
+HEADER_FIELDS = {
+    "study_instance_uid": "StudyInstanceUID",
+    "series_instance_uid": "SeriesInstanceUID",
+    "sop_instance_uid": "SOPInstanceUID",
+    "photometric_interpretation": "PhotometricInterpretation",
+    "transfer_syntax_uid": "TransferSyntaxUID",
+}
 
 
 class PatientMismatch(Conflict):
@@ -45,7 +61,8 @@ def create_scan(
 
     Values given here win over the DICOM header, which wins over the defaults.
     Raises ValidationError (400), PayloadTooLarge (413), Conflict (409) or
-    StorageError (502/503); on any of them no row and no file is left behind.
+    StorageError (502/503), and NotFound (404) when the patient is deleted before
+    the row is saved. On any of them no row and no file is left behind.
     """
     checked = check_upload(uploaded, SCAN_KINDS, content_checks={"dicom": is_dicom})
     scan = Scan(
@@ -80,6 +97,8 @@ def create_scan(
     )
     scan.modality = _first_value(modality, header and header.modality, DEFAULT_MODALITY)
     scan.scan_date = scan_date or (header and header.study_datetime) or timezone.now()
+    if header:
+        _check_header_lengths(scan)
 
     try:
         preview, thumbnail = make_previews(checked.file, checked.kind)
@@ -101,6 +120,8 @@ def create_scan(
         except IntegrityError as error:
             if header and header.sop_instance_uid:
                 _check_not_imported(patient, header.sop_instance_uid)
+            # A patient deleted since the caller looked it up fails the foreign key.
+            get_patient_or_404(patient.pk)
             raise error
 
     logger.info(
@@ -151,6 +172,38 @@ def _fill_from_header(scan, header):
     scan.transfer_syntax_uid = header.transfer_syntax_uid
     scan.manufacturer = header.manufacturer[:64]
     scan.dicom_patient_id = header.patient_id[:64]
+
+
+def _check_header_lengths(scan):
+    """Raise a 400 naming a DICOM header value longer than its column.
+
+    The API and the admin forms limit their values to the column lengths, so a
+    longer value comes from the header.
+    """
+    for field_name, keyword in REQUEST_HEADER_FIELDS.items():
+        value = getattr(scan, field_name)
+        limit = Scan._meta.get_field(field_name).max_length
+        if len(value) > limit:
+            raise ValidationError(
+                {
+                    field_name: [
+                        f"The DICOM {keyword} '{value}' is longer than {limit} "
+                        f"characters. Send {field_name} to store the scan with "
+                        "another value."
+                    ]
+                }
+            )
+    for field_name, keyword in HEADER_FIELDS.items():
+        limit = Scan._meta.get_field(field_name).max_length
+        if len(getattr(scan, field_name)) > limit:
+            raise ValidationError(
+                {
+                    "file": [
+                        f"The DICOM {keyword} is longer than {limit} characters, "
+                        "so the file is not valid DICOM."
+                    ]
+                }
+            )
 
 
 def patient_ids_match(mrn, dicom_patient_id):

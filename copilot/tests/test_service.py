@@ -1,9 +1,25 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import DatabaseError
 
-from conftest import upload
+from conftest import store_file, upload
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def unwritable_storage(settings, tmp_path):
+    """Point both storages at a folder that cannot be created, and return it."""
+    # A regular file where the storage folder's parent should be.
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    location = blocker / "media"
+    broken = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": location},
+    }
+    settings.STORAGES = {**settings.STORAGES, "scans": broken, "documents": broken}
+    return location
 
 
 class TestRoot:
@@ -50,21 +66,24 @@ class TestHealth:
         assert response.status_code == 200
         assert response.json()["status"] == "healthy"
 
-    def test_deep_check_reports_storage_failure(self, anonymous, settings, tmp_path):
-        # A regular file where the storage folder should be: it cannot be created.
-        blocker = tmp_path / "not-a-folder"
-        blocker.write_bytes(b"")
-        broken = {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": blocker / "media"},
-        }
-        settings.STORAGES = {**settings.STORAGES, "scans": broken, "documents": broken}
-
+    def test_deep_check_reports_storage_failure(self, anonymous, unwritable_storage):
         response = anonymous.get("/health?deep=1")
 
         assert response.status_code == 503
         assert response.json()["status"] == "unhealthy"
         assert "ping failed" in response.json()["storage_error"]
+
+    def test_it_hides_the_storage_error_from_clients(
+        self, anonymous, unwritable_storage, caplog
+    ):
+        response = anonymous.get("/health?deep=1")
+
+        assert response.status_code == 503
+        assert response.json()["storage_error"] == (
+            "Storage ping failed. The server log has the error."
+        )
+        assert str(unwritable_storage) not in response.content.decode()
+        assert str(unwritable_storage) in caplog.text
 
 
 class TestStoredFiles:
@@ -101,6 +120,44 @@ class TestStoredFiles:
         response = api.get("/media/reports/missing.pdf")
 
         assert response.status_code == 404
+
+    def test_it_rejects_a_path_into_another_folder(
+        self, api, radiologist, patient, report_pdf
+    ):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("a.pdf", report_pdf), "document_name": "Report"},
+        )
+        name = created.json()["document"]["file_url"].split("/media/")[1]
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(Permission.objects.get(codename="view_scan"))
+
+        for path in (f"/media/xrays/../{name}", f"/media/xrays/%2e%2e/{name}"):
+            response = api.get(path)
+
+            assert response.status_code == 404, path
+            assert response.json() == {"detail": f"File xrays/../{name} not found"}
+
+    def test_it_rejects_an_altered_name(self, api, patient, chest_png):
+        created = api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("a.png", chest_png), "body_part": "CHEST"},
+        )
+        base = created.json()["scan"]["file_url"].split("/media/xrays/")[1]
+
+        for path in (f"/media/xrays/./{base}", f"/media/xrays//{base}"):
+            response = api.get(path)
+
+            assert response.status_code == 404, path
+        assert api.get(f"/media/xrays/{base}").status_code == 200
+
+    def test_it_rejects_a_file_without_a_row(self, api, local_storage, chest_png):
+        name = store_file("scans", "xrays", "png", chest_png)
+
+        response = api.get(f"/media/{name}")
+
+        assert response.status_code == 404
+        assert (local_storage / name).read_bytes() == chest_png
 
 
 class TestSchema:

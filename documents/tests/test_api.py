@@ -1,8 +1,11 @@
 import pytest
 from django.test import override_settings
+from rest_framework.exceptions import NotFound
 
 from conftest import make_pdf, sha256, stored_files, upload
 from documents.models import PatientDocument
+from documents.services import create_document
+from patients.models import Patient
 
 pytestmark = pytest.mark.django_db
 
@@ -158,6 +161,23 @@ class TestUploadDocument:
         row = PatientDocument.objects.get()
         assert row.sha256 == sha256(data)
         assert stored_files(local_storage)[row.file.name] == data
+
+
+@pytest.mark.django_db(transaction=True)
+class TestCreateDocument:
+    def test_it_rejects_a_patient_deleted_meanwhile(
+        self, patient, report_pdf, local_storage
+    ):
+        # The row the caller looked up, deleted before the document is saved.
+        stale = Patient.objects.get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk).delete()
+
+        with pytest.raises(NotFound) as raised:
+            create_document(stale, upload("lab.pdf", report_pdf), document_name="Lab")
+
+        assert str(raised.value.detail) == f"Patient {patient.pk} not found"
+        assert not PatientDocument.objects.exists()
+        assert stored_files(local_storage) == {}
 
 
 class TestListDocuments:

@@ -1,10 +1,14 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.exceptions import NotFound
 
 from conftest import stored_files, upload
+from copilot.models import AuditEntry
 from documents.models import PatientDocument
 from patients.models import Patient
+from patients.services import delete_patient
 from scans.models import Scan
 
 pytestmark = pytest.mark.django_db
@@ -283,6 +287,18 @@ class TestDeletePatient:
         assert not PatientDocument.objects.exists()
         assert stored_files(local_storage) == {}
 
+    def test_it_rejects_a_patient_deleted_meanwhile(self, radiologist, patient):
+        # The row that a second request looked up before the first deleted it.
+        stale = Patient.objects.get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk).delete()
+        deletes = AuditEntry.objects.filter(action="delete").count()
+
+        with pytest.raises(NotFound) as raised:
+            delete_patient(stale, radiologist)
+
+        assert str(raised.value.detail) == f"Patient {patient.pk} not found"
+        assert AuditEntry.objects.filter(action="delete").count() == deletes
+
     def test_it_handles_unknown_patient(self, api):
         response = api.delete("/patients/7")
 
@@ -296,3 +312,65 @@ class TestDeletePatient:
 
         assert response.status_code == 403
         assert Patient.objects.filter(pk=patient.pk).exists()
+
+    def test_it_requires_delete_permission_for_scans(
+        self, api, radiologist, patient, chest_jpeg, report_pdf, local_storage
+    ):
+        api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("chest.jpg", chest_jpeg), "body_part": "CHEST"},
+        )
+        api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("lab.pdf", report_pdf), "document_name": "Lab"},
+        )
+        files = stored_files(local_storage)
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient"),
+            Permission.objects.get(codename="delete_patientdocument"),
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": f"Deleting patient {patient.pk} deletes its scans, which "
+            "you do not have permission to delete."
+        }
+        assert Patient.objects.filter(pk=patient.pk).exists()
+        assert Scan.objects.count() == 1
+        assert PatientDocument.objects.count() == 1
+        assert stored_files(local_storage) == files
+
+    def test_it_requires_delete_permission_for_documents(
+        self, api, radiologist, patient, report_pdf
+    ):
+        api.post(
+            f"/patients/{patient.pk}/upload/document",
+            {"file": upload("lab.pdf", report_pdf), "document_name": "Lab"},
+        )
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient")
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 403
+        assert response.json() == {
+            "detail": f"Deleting patient {patient.pk} deletes its documents, which "
+            "you do not have permission to delete."
+        }
+        assert PatientDocument.objects.count() == 1
+
+    def test_it_deletes_a_patient_without_files(self, api, radiologist, patient):
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="delete_patient")
+        )
+
+        response = api.delete(f"/patients/{patient.pk}")
+
+        assert response.status_code == 200
+        assert not Patient.objects.exists()

@@ -1,11 +1,25 @@
+import datetime as dt
 import io
 
+import pydicom
 import pytest
 from django.test import override_settings
 from PIL import Image
+from rest_framework.exceptions import NotFound
 
-from conftest import CHEST_MRN, dicom_test_file, sha256, stored_files, upload
+from conftest import (
+    CHEST_DICOM,
+    CHEST_MRN,
+    dicom_test_file,
+    sha256,
+    stored_files,
+    upload,
+)
+from copilot.models import AuditEntry
+from patients.models import Patient
 from scans.models import Scan
+from scans.services import create_scan
+from scans.views import ScanViewSet
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +39,22 @@ def post_scan(api, patient, file, **fields):
     if file is not None:
         data["file"] = file
     return api.post(f"/patients/{patient.pk}/upload/scan", data)
+
+
+def chest_dicom_with(**values):
+    """Return the chest DICOM file with some header values replaced."""
+    dataset = pydicom.dcmread(dicom_test_file(CHEST_DICOM))
+    for keyword, value in values.items():
+        setattr(dataset, keyword, value)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def zone_of(offset):
+    """Return the time zone of a TimezoneOffsetFromUTC value such as "-1200"."""
+    delta = dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:]))
+    return dt.timezone(-delta if offset[0] == "-" else delta)
 
 
 class TestUploadScan:
@@ -218,6 +248,70 @@ class TestUploadScan:
         assert f"Scan {first.json()['scan']['id']}" in second.json()["detail"]
         assert Scan.objects.count() == 1
 
+    def test_it_rejects_a_header_value_longer_than_its_field(
+        self, api, chest_patient, local_storage
+    ):
+        data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        assert response.status_code == 400
+        assert response.json() == {
+            "modality": [
+                "The DICOM Modality 'DIGITAL RADIOGRAPHY' is longer than 10 "
+                "characters. Send modality to store the scan with another value."
+            ]
+        }
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+    def test_request_field_wins_over_a_long_header_value(self, api, chest_patient):
+        data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
+
+        response = post_scan(api, chest_patient, upload("c.dcm", data), modality="DX")
+
+        assert response.status_code == 201
+        assert Scan.objects.get().modality == "DX"
+
+    @pytest.mark.parametrize(
+        ("study_date", "study_time", "offset"),
+        [("00010101", "000000", "+1400"), ("99991231", "235959", "-1200")],
+    )
+    def test_it_skips_an_out_of_range_study_date(
+        self, api, chest_patient, study_date, study_time, offset
+    ):
+        data = chest_dicom_with(
+            StudyDate=study_date, StudyTime=study_time, TimezoneOffsetFromUTC=offset
+        )
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        # The series date and time of the file, in the same offset.
+        series = dt.datetime(1995, 9, 26, 12, 51, 30, tzinfo=zone_of(offset))
+        assert response.status_code == 201, response.json()
+        assert Scan.objects.get().scan_date == series
+        assert api.get("/scans").status_code == 200
+
+    @pytest.mark.parametrize(
+        "keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+    )
+    def test_it_rejects_a_uid_longer_than_64_characters(
+        self, api, chest_patient, local_storage, keyword
+    ):
+        data = chest_dicom_with(**{keyword: "1.2." + "3" * 70})
+
+        response = post_scan(api, chest_patient, upload("chest.dcm", data))
+
+        assert response.status_code == 400
+        assert response.json() == {
+            "file": [
+                f"The DICOM {keyword} is longer than 64 characters, so the file "
+                "is not valid DICOM."
+            ]
+        }
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
     @pytest.mark.parametrize(
         "filename",
         ["chest.exe", "chest.gif", "chest.JPG.exe", "chest.pdf"],
@@ -372,6 +466,23 @@ class TestUploadScan:
         assert not Scan.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+class TestCreateScan:
+    def test_it_rejects_a_patient_deleted_meanwhile(
+        self, patient, chest_png, local_storage
+    ):
+        # The row the caller looked up, deleted before the scan is saved.
+        stale = Patient.objects.get(pk=patient.pk)
+        Patient.objects.filter(pk=patient.pk).delete()
+
+        with pytest.raises(NotFound) as raised:
+            create_scan(stale, upload("c.png", chest_png), body_part="CHEST")
+
+        assert str(raised.value.detail) == f"Patient {patient.pk} not found"
+        assert not Scan.objects.exists()
+        assert stored_files(local_storage) == {}
+
+
 class TestListScans:
     def test_it_filters_by_patient(self, api, patient, chest_patient, chest_png):
         post_scan(api, patient, upload("a.png", chest_png), body_part="CHEST")
@@ -429,6 +540,20 @@ class TestDeleteScan:
         assert not Scan.objects.exists()
         assert stored_files(local_storage) == {}
         assert fetch(api, scan["file_url"])[0] == 404
+
+    @pytest.mark.django_db(transaction=True)
+    def test_it_rejects_a_scan_deleted_meanwhile(self, api, patient, chest_png):
+        created = post_scan(api, patient, upload("a.png", chest_png), body_part="CHEST")
+        # The row that a second request looked up before the first deleted it.
+        stale = Scan.objects.get(pk=created.json()["scan"]["id"])
+        api.delete(f"/scans/{stale.pk}")
+        deletes = AuditEntry.objects.filter(action="delete").count()
+
+        with pytest.raises(NotFound) as raised:
+            ScanViewSet(object_label="Scan").perform_destroy(stale)
+
+        assert str(raised.value.detail) == f"Scan {stale.pk} not found"
+        assert AuditEntry.objects.filter(action="delete").count() == deletes
 
     def test_it_handles_unknown_scan(self, api):
         response = api.delete("/scans/5")
