@@ -125,12 +125,14 @@ def render(results):
         f"- Software: Python {versions['python']}, Django {versions['django']}, "
         f"gunicorn {versions['gunicorn']}, PostgreSQL {versions['postgresql']}.",
         "- Command: `make bench`. It installs requirements-dev.txt and "
-        "bench/requirements.txt, starts PostgreSQL when it is not running, "
+        "bench/requirements.txt, starts PostgreSQL and Redis when they are not "
+        "running, "
         "recreates the database `copilot_bench`, runs every measurement and "
         "stops its servers.",
         f"- Server: `{gunicorn_command_line()}` with `DEBUG=false`, a random "
         "`SECRET_KEY`, `SECURE_SSL_REDIRECT=false` (plain HTTP on loopback), "
-        "`ALLOWED_HOSTS=127.0.0.1`, `CONN_MAX_AGE` at its default (60 s) and "
+        "`ALLOWED_HOSTS=127.0.0.1`, `CONN_MAX_AGE` at its default (60 s), "
+        f"`CACHE_URL={run.REDIS_CACHE_URL}` for the rate limits and "
         "`LOG_LEVEL=WARNING`.",
         f"- Storage of the served app: `{results['storage']}`; "
         "`CLOUDINARY_URL` points at the Cloudinary-compatible server "
@@ -170,7 +172,7 @@ def reads_section(results):
         "seeded database with the served settings. *Queries* are the statements "
         "other than `BEGIN` and `COMMIT`, which are counted apart; the budget "
         "applies to queries. The last column counts queries again with the "
-        "rate limits kept in process memory instead of the database cache.",
+        "rate limits kept in process memory instead of the shared cache.",
         "",
         "| patients | request | queries | authentication | rate limit | "
         "read | audit | BEGIN, COMMIT | queries, rate limits in memory |",

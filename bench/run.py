@@ -406,7 +406,7 @@ def count_queries(token, paths):
     Each path gets the count of each kind of statement, and its queries (the
     statements other than BEGIN and COMMIT) once with the served settings and
     once with the rate limits counted in process memory (as with Redis, or a
-    single worker) instead of the database cache.
+    single worker) instead of the shared cache.
     """
     from django.test import Client, override_settings
 
