@@ -71,12 +71,17 @@ class PatientViewSet(
         if self.action == "list":
             return queryset.with_counts()
         if self.action == "retrieve":
+            # A user sees the scans and documents their permissions let them
+            # view, and an empty list for the others.
+            user = self.request.user
+            scans = Scan.objects.select_related("patient_mismatch_confirmed_by")
+            if not user.has_perm("scans.view_scan"):
+                scans = scans.none()
+            documents = PatientDocument.objects.all()
+            if not user.has_perm("documents.view_patientdocument"):
+                documents = documents.none()
             return queryset.prefetch_related(
-                Prefetch(
-                    "scans",
-                    Scan.objects.select_related("patient_mismatch_confirmed_by"),
-                ),
-                Prefetch("documents", PatientDocument.objects.all()),
+                Prefetch("scans", scans), Prefetch("documents", documents)
             )
         return queryset
 

@@ -220,6 +220,22 @@ class TestGetPatient:
         # documents, and the audit entry of the read.
         assert len(queries) <= 5
 
+    def test_it_hides_records_without_view_permission(self, api, radiologist, patient):
+        Scan.objects.create(patient=patient, file="xrays/a.png", body_part="CHEST")
+        PatientDocument.objects.create(
+            patient=patient, document_name="Lab", file="reports/c.pdf"
+        )
+        radiologist.groups.clear()
+        radiologist.user_permissions.add(
+            Permission.objects.get(codename="view_patient")
+        )
+
+        response = api.get(f"/patients/{patient.pk}")
+
+        assert response.status_code == 200
+        assert response.json()["scans"] == []
+        assert response.json()["documents"] == []
+
     def test_it_handles_unknown_patient(self, api):
         response = api.get("/patients/7")
 
