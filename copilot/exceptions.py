@@ -51,6 +51,13 @@ def exception_handler(exc, context):
             if exc.timed_out
             else status.HTTP_502_BAD_GATEWAY
         )
+        view = context.get("view")
+        logger.error(
+            "storage failure in %s status=%s error=%s",
+            type(view).__name__ if view is not None else "-",
+            code,
+            exc.log_detail,
+        )
         return Response({"detail": str(exc)}, status=code)
     if isinstance(exc, RequestDataTooBig):
         return Response(

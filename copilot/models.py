@@ -37,7 +37,7 @@ class PendingFileDeletion(models.Model):
                 storages[self.storage_alias].delete(self.name)
         except StorageError as error:
             self.attempts += 1
-            self.last_error = str(error)
+            self.last_error = error.log_detail
             self.last_attempt_at = timezone.now()
             # An update, not save(): another process may have finished the row.
             PendingFileDeletion.objects.filter(pk=self.pk).update(
@@ -52,7 +52,7 @@ class PendingFileDeletion(models.Model):
                 self.storage_alias,
                 self.name,
                 self.attempts,
-                error,
+                error.log_detail,
             )
             return False
 

@@ -17,11 +17,16 @@ logger = logging.getLogger(__name__)
 
 
 class StorageError(Exception):
-    """A failure of a storage backend; `timed_out` is True for a timeout."""
+    """A failure of a storage backend; `timed_out` is True for a timeout.
 
-    def __init__(self, message, *, timed_out=False):
+    The message is for API clients. `log_detail` adds what only the logs may
+    show, such as the server path that an OSError names.
+    """
+
+    def __init__(self, message, *, timed_out=False, log_detail=""):
         super().__init__(message)
         self.timed_out = timed_out
+        self.log_detail = log_detail or message
 
 
 def _is_timeout(error):
@@ -44,10 +49,19 @@ def translate_storage_errors(operation):
             raise
         timed_out = _is_timeout(error)
         reason = "timed out" if timed_out else "failed"
+        prefix = f"Storage {operation} {reason}: {type(error).__name__}: "
         raise StorageError(
-            f"Storage {operation} {reason}: {type(error).__name__}: {error}",
+            prefix + _describe(error),
             timed_out=timed_out,
+            log_detail=prefix + str(error),
         ) from error
+
+
+def _describe(error):
+    """Return the error's text without the server paths that OSError names."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)
 
 
 def _is_storage_error(error):
@@ -100,10 +114,10 @@ def delete_files_now(alias, names):
                 "delete of stored file failed alias=%s name=%s error=%s",
                 alias,
                 name,
-                error,
+                error.log_detail,
             )
             PendingFileDeletion.objects.create(
-                storage_alias=alias, name=name, attempts=1, last_error=str(error)
+                storage_alias=alias, name=name, attempts=1, last_error=error.log_detail
             )
 
 

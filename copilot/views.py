@@ -117,7 +117,7 @@ def health(request):
             for alias in ("scans", "documents"):
                 ping_storage(alias)
         except StorageError as error:
-            logger.error("health check: storage ping failed error=%s", error)
+            logger.error("health check: storage ping failed error=%s", error.log_detail)
             healthy = False
             if storage == "cloudinary":
                 body["cloudinary"] = "unreachable"

@@ -190,3 +190,27 @@ class TestSchema:
         assert response.status_code == 200
         assert b"swagger-ui" in response.content
         assert b"cdn.jsdelivr" not in response.content
+
+
+class TestStorageErrors:
+    def test_message_hides_server_paths(
+        self, api, patient, chest_png, settings, tmp_path
+    ):
+        # A regular file where the storage folder should be: saving fails.
+        blocker = tmp_path / "not-a-folder"
+        blocker.write_bytes(b"")
+        broken = {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": blocker / "media"},
+        }
+        settings.STORAGES = {**settings.STORAGES, "scans": broken}
+
+        response = api.post(
+            f"/patients/{patient.pk}/upload/scan",
+            {"file": upload("a.png", chest_png), "body_part": "CHEST"},
+        )
+
+        assert response.status_code == 502
+        detail = response.json()["detail"]
+        assert detail.startswith("Storage upload failed: ")
+        assert str(tmp_path) not in detail
