@@ -117,6 +117,12 @@ class TestImportDicom:
         with pytest.raises(CommandError, match="User 'nobody' not found"):
             run(export, "--user", "nobody")
 
+    def test_it_rejects_long_body_part(self, export):
+        with pytest.raises(CommandError, match="--body-part is 101 characters"):
+            run(export, "--body-part", "X" * 101)
+
+        assert not Scan.objects.exists()
+
     def test_it_rejects_missing_folder(self, tmp_path):
         with pytest.raises(CommandError, match="is not a folder"):
             run(tmp_path / "missing")

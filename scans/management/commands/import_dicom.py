@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from scans.importer import find_files, import_folder
+from scans.models import Scan
 
 
 class Command(BaseCommand):
@@ -36,6 +37,12 @@ class Command(BaseCommand):
     def handle(self, *args, folder, create_patients, body_part, user, **options):
         if not folder.is_dir():
             raise CommandError(f"{folder} is not a folder.")
+        max_length = Scan._meta.get_field("body_part").max_length
+        if len(body_part) > max_length:
+            raise CommandError(
+                f"--body-part is {len(body_part)} characters long; the maximum "
+                f"is {max_length}."
+            )
         uploader = None
         if user:
             uploader = get_user_model().objects.filter(username=user).first()
