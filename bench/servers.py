@@ -52,7 +52,7 @@ def port_open(port, host=HOST):
 
 
 def ensure_postgres(port=5432):
-    """Start the local PostgreSQL 15 cluster when nothing answers on its port."""
+    """Start the local PostgreSQL 15 cluster when nothing listens on its port."""
     if port_open(port):
         return
     subprocess.run(
@@ -63,11 +63,11 @@ def ensure_postgres(port=5432):
         if port_open(port):
             return
         time.sleep(1)
-    raise RuntimeError(f"PostgreSQL does not answer on {HOST}:{port}.")
+    raise RuntimeError(f"PostgreSQL does not respond on {HOST}:{port}.")
 
 
 def ensure_redis(port=6379):
-    """Start a local Redis without persistence when nothing answers on its port."""
+    """Start a local Redis without persistence when nothing listens on its port."""
     if port_open(port):
         return
     subprocess.run(
@@ -90,7 +90,7 @@ def ensure_redis(port=6379):
         if port_open(port):
             return
         time.sleep(1)
-    raise RuntimeError(f"Redis does not answer on {HOST}:{port}.")
+    raise RuntimeError(f"Redis does not respond on {HOST}:{port}.")
 
 
 def recreate_database(url):
@@ -142,7 +142,7 @@ class Server:
                 return self
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"{self.name} did not answer; see {self.log_path}")
+        raise RuntimeError(f"{self.name} did not respond; see {self.log_path}")
 
     def _answers(self, path):
         url = f"http://{HOST}:{self.port}{path}"

@@ -52,7 +52,7 @@ def stored_image_tag(obj, field_name, alt, css_class):
 class StoredFileLinksMixin:
     """A ModelAdmin mixin that adds a redirect view for each field in `file_fields`.
 
-    The views answer 404 for an unknown object or an empty field and 403 to a
+    The views return 404 for an unknown object or an empty field and 403 to a
     user without the view permission; the admin site's login check runs first.
     """
 

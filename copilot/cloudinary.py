@@ -268,7 +268,7 @@ class CloudinaryStorage(MediaCloudinaryStorage):
         return details["bytes"]
 
     def ping(self):
-        """Check that the Admin API answers with these credentials."""
+        """Check that the Admin API responds to these credentials."""
         cloudinary.api.ping(timeout=self.timeout)
 
     def list_resources(self, prefix, resource_type, delivery_type):

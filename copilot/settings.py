@@ -222,7 +222,7 @@ REST_FRAMEWORK = {
         "anon": env.str("API_RATE_ANON", default="60/minute"),
         "login": env.str("API_RATE_LOGIN", default="10/minute"),
     },
-    # Rate limits count per REMOTE_ADDR unless trusted proxies say otherwise.
+    # Rate limits count per REMOTE_ADDR unless trusted proxies forward another address.
     "NUM_PROXIES": PROXY_COUNT,
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",

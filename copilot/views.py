@@ -191,7 +191,7 @@ class SchemaView(SpectacularAPIView):
         return super().get(request, *args, **kwargs)
 
     def handle_exception(self, exc):
-        # The schema renderers would answer an error in YAML.
+        # The schema renderers would render an error as YAML.
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return super().handle_exception(exc)

@@ -41,7 +41,7 @@ class NamedObjectMixin:
 
 
 class DeleteWithMessageMixin:
-    """Answer a delete with 200 and {"message": "Scan 5 deleted successfully"}."""
+    """Respond to a delete with 200 and {"message": "Scan 5 deleted successfully"}."""
 
     @extend_schema(responses={200: MessageSerializer, 404: NOT_FOUND})
     def destroy(self, request, *args, **kwargs):

@@ -15,7 +15,7 @@ class PatientSerializer(serializers.ModelSerializer):
         fields = ["id", "mrn", "name", "age", "gender", "created_at"]
         read_only_fields = ["id", "created_at"]
         # The unique constraint, not a query before the insert, rejects a taken
-        # MRN, so the view can answer 409.
+        # MRN, so the view can return 409.
         extra_kwargs = {"mrn": {"validators": []}}
 
     def validate_mrn(self, value):

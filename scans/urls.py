@@ -9,7 +9,7 @@ router.register("scans", ScanViewSet, basename="scan")
 
 urlpatterns = [
     # Uploads take multipart only. The parsers are set on the route because DRF
-    # chooses them before it knows the viewset action.
+    # chooses them before it sets the viewset action.
     re_path(
         r"^patients/(?P<patient_id>[0-9]+)/upload/scan/?$",
         ScanViewSet.as_view({"post": "create"}, parser_classes=[MultiPartParser]),
