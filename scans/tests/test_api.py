@@ -248,6 +248,7 @@ class TestUploadScan:
         assert f"Scan {first.json()['scan']['id']}" in second.json()["detail"]
         assert Scan.objects.count() == 1
 
+    @pytest.mark.filterwarnings("ignore:The value length:UserWarning")
     def test_it_rejects_a_header_value_longer_than_its_field(
         self, api, chest_patient, local_storage
     ):
@@ -265,6 +266,7 @@ class TestUploadScan:
         assert not Scan.objects.exists()
         assert stored_files(local_storage) == {}
 
+    @pytest.mark.filterwarnings("ignore:The value length:UserWarning")
     def test_request_field_wins_over_a_long_header_value(self, api, chest_patient):
         data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
 
@@ -292,6 +294,7 @@ class TestUploadScan:
         assert Scan.objects.get().scan_date == series
         assert api.get("/scans").status_code == 200
 
+    @pytest.mark.filterwarnings("ignore:The value length:UserWarning")
     @pytest.mark.parametrize(
         "keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
     )
