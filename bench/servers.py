@@ -25,7 +25,7 @@ PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
 # The production command of the README, with 2 workers of 4 threads for the 2
-# cores of the benchmark machine; the port is added at start.
+# cores of the benchmark machine. The port is added at start.
 GUNICORN_ARGS = [
     "-c",
     "python:copilot.gunicorn_conf",

@@ -52,8 +52,8 @@ def stored_image_tag(obj, field_name, alt, css_class):
 class StoredFileLinksMixin:
     """A ModelAdmin mixin that adds a redirect view for each field in `file_fields`.
 
-    The views return 404 for an unknown object or an empty field and 403 to a
-    user without the view permission; the admin site's login check runs first.
+    The admin site's login check runs first. The views then return 404 for an
+    unknown object or an empty field, and 403 to a user without the view permission.
     """
 
     file_fields = ()

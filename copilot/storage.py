@@ -97,8 +97,8 @@ def save_file(alias, name, content):
 def delete_files_now(alias, names):
     """Delete stored files while handling a failure: used to undo a failed upload.
 
-    A failure here is logged and recorded for a retry, never raised, because the
-    caller is already reporting the error that made it undo the upload.
+    A storage failure here is logged and recorded for a retry instead of raised,
+    because the caller is already reporting the error that made it undo the upload.
     """
     from copilot.models import PendingFileDeletion
 

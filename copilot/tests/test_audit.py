@@ -189,7 +189,7 @@ class TestAuditFailedChanges:
             ("create", "documents.patientdocument", "", 999, "not_found")
         ]
 
-    def test_it_records_an_upload_to_a_patient_id_beyond_any_id(self, api, report_pdf):
+    def test_it_records_upload_to_huge_id(self, api, report_pdf):
         since = last_id()
         response = upload_document(api, 2**80, report_pdf)
 

@@ -99,9 +99,7 @@ class TestUploadMediaTypes:
         assert_json_error(response, 400)
         assert_nothing_stored(patient, local_storage)
 
-    def test_it_rejects_a_boundary_that_is_not_in_the_body(
-        self, api, patient, local_storage, chest_png
-    ):
+    def test_it_rejects_missing_boundary(self, api, patient, local_storage, chest_png):
         content_type = "multipart/form-data; boundary=other-boundary"
 
         response = self.post(api, patient, scan_body(chest_png), content_type)
@@ -171,7 +169,7 @@ class TestUploadMediaTypes:
 
 
 class TestFormLimits:
-    def test_it_rejects_a_form_field_over_the_memory_limit(
+    def test_it_rejects_huge_form_field(
         self, api, patient, local_storage, chest_png, settings
     ):
         huge = "A" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
@@ -197,7 +195,7 @@ class TestFormLimits:
 
 
 class TestBodyLimit:
-    def test_it_rejects_a_json_body_over_the_memory_limit(self, api, settings):
+    def test_it_rejects_huge_json_body(self, api, settings):
         name = "A" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)
         body = json.dumps({"mrn": "HUGE-1", "name": name})
 
@@ -342,7 +340,7 @@ class TestUploadFileNames:
         assert Scan.objects.get().original_filename == "evil.png"
         self.assert_stored_inside(local_storage)
 
-    def test_it_rejects_a_name_that_is_only_an_extension(
+    def test_it_rejects_extension_only_name(
         self, api, patient, local_storage, chest_png
     ):
         response = self.post(api, patient, scan_body(chest_png, filename=".png"))
@@ -361,7 +359,7 @@ class TestUploadFileNames:
         assert isinstance(response.json(), dict)
         assert_nothing_stored(patient, local_storage)
 
-    def test_it_rejects_a_name_longer_than_a_part_header(
+    def test_it_rejects_overlong_part_name(
         self, api, patient, local_storage, chest_png
     ):
         body = scan_body(chest_png, filename="a" * 1100 + ".png")
@@ -408,7 +406,7 @@ class TestUnroutedRequests:
         assert_json_error(response, 404)
         assert response.json() == {"detail": "Not found."}
 
-    def test_it_answers_a_non_numeric_patient_upload_with_json(self, api, chest_png):
+    def test_non_numeric_patient_gets_json(self, api, chest_png):
         response = api.generic(
             "POST", "/patients/%C2%84/upload/scan", scan_body(chest_png), MULTIPART
         )
@@ -427,7 +425,7 @@ class TestUnroutedRequests:
 
 
 class TestErrorBodies:
-    def test_it_wraps_a_list_of_messages_in_an_object(self, api):
+    def test_it_wraps_message_lists(self, api):
         response = api.get("/patients/?search=a%00b")
 
         assert response.status_code == 400

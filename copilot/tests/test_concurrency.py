@@ -169,7 +169,7 @@ class Client:
         patient = self.random.choice(self.patients)
         body = self.call("GET", f"/patients/{patient}/", {200})
         if body:
-            # Only this client writes to its patients, so it knows their rows.
+            # Only this client writes to its patients, so it can predict their rows.
             for kind, rows in (("scans", self.scans), ("documents", self.documents)):
                 expected = {pk for pk, (owner, _) in rows.items() if owner == patient}
                 listed = {row["id"] for row in body[kind]}

@@ -247,9 +247,7 @@ class TestTwoProcesses:
         assert not Scan.objects.exists()
         assert deployment.stored() == {}
 
-    def test_it_removes_the_temporary_file_of_a_stored_upload(
-        self, clients, deployment, folders
-    ):
+    def test_it_cleans_stored_upload(self, clients, deployment, folders):
         (a, session_a), (b, session_b) = clients
         patient = Patient.objects.create(mrn="TWO-3", name="Cy")
         pdf = padded_pdf(3 * 1024 * 1024)
@@ -275,9 +273,7 @@ class TestTwoProcesses:
         assert deleted.status_code == 200
         assert deployment.stored() == {}
 
-    def test_it_removes_the_temporary_file_of_a_file_too_large(
-        self, clients, deployment, folders
-    ):
+    def test_it_cleans_oversized_upload(self, clients, deployment, folders):
         (a, session_a), _ = clients
         patient = Patient.objects.create(mrn="TWO-4", name="Di")
 
@@ -293,9 +289,7 @@ class TestTwoProcesses:
         assert deployment.stored() == {}
         assert_no_temporary_files(folders)
 
-    def test_it_removes_the_temporary_file_of_a_wrong_file(
-        self, clients, deployment, folders
-    ):
+    def test_it_cleans_rejected_upload(self, clients, deployment, folders):
         _, (b, session_b) = clients
         patient = Patient.objects.create(mrn="TWO-5", name="Ed")
 
@@ -311,9 +305,7 @@ class TestTwoProcesses:
         assert deployment.stored() == {}
         assert_no_temporary_files(folders)
 
-    def test_it_removes_the_temporary_file_of_an_upload_cut_short(
-        self, clients, deployment, servers, folders
-    ):
+    def test_it_cleans_interrupted_upload(self, clients, deployment, servers, folders):
         patient = Patient.objects.create(mrn="TWO-6", name="Flo")
         body = multipart_document(padded_pdf(3 * 1024 * 1024))
 
@@ -374,7 +366,7 @@ def request_head(clients, patient, length):
 
 
 def read_answer(raw):
-    """Read an HTTP answer up to the end of its JSON body, chunked or not."""
+    """Read an HTTP response up to the end of its JSON body, chunked or not."""
     answer = b""
     while b"}" not in answer:
         chunk = raw.recv(4096)

@@ -249,9 +249,7 @@ class TestUploadScan:
         assert Scan.objects.count() == 1
 
     @pytest.mark.filterwarnings("ignore:The value length:UserWarning")
-    def test_it_rejects_a_header_value_longer_than_its_field(
-        self, api, chest_patient, local_storage
-    ):
+    def test_it_rejects_overlong_header_value(self, api, chest_patient, local_storage):
         data = chest_dicom_with(Modality="DIGITAL RADIOGRAPHY")
 
         response = post_scan(api, chest_patient, upload("chest.dcm", data))
