@@ -14,3 +14,11 @@ class ModelPermissions(permissions.DjangoModelPermissions):
         "GET": ["%(app_label)s.view_%(model_name)s"],
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
     }
+
+    def _queryset(self, view):
+        # Only the model matters here. DRF would call get_queryset(), which builds
+        # the list's count annotations a second time on each request.
+        queryset = getattr(view, "queryset", None)
+        if queryset is not None:
+            return queryset
+        return super()._queryset(view)
