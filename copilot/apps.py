@@ -6,6 +6,7 @@ class CopilotConfig(AppConfig):
     verbose_name = "Audit trail and storage"
 
     def ready(self):
-        from copilot import audit
+        from copilot import audit, authentication
 
         audit.connect_signals()
+        authentication.connect_signals()

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import upload
+from copilot.authentication import permissions_cache_key
 from copilot.models import AuditEntry
 from copilot.requestid import RequestIDFilter
 
@@ -150,6 +154,88 @@ class TestApiThrottle:
         anonymous.get("/health")
 
         assert anonymous.get("/health").status_code == 200
+
+
+@pytest.mark.django_db
+class TestTokenPermissions:
+    """Cached permission labels follow every change of users' and groups'."""
+
+    @pytest.fixture(autouse=True)
+    def empty_cache(self):
+        cache.clear()
+        yield
+        cache.clear()
+
+    def group(self, user):
+        return user.groups.get()
+
+    def test_it_applies_a_revoked_group_permission_at_once(self, api, radiologist):
+        assert api.get("/patients").status_code == 200
+
+        self.group(radiologist).permissions.remove(
+            Permission.objects.get(codename="view_patient")
+        )
+
+        assert api.get("/patients").status_code == 403
+
+    def test_it_applies_a_granted_permission_at_once(self, django_user_model):
+        user = django_user_model.objects.create_user("desk", password="x-ray-pass-1")
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
+        )
+        assert client.get("/patients").status_code == 403
+
+        user.user_permissions.add(Permission.objects.get(codename="view_patient"))
+
+        assert client.get("/patients").status_code == 200
+
+    def test_it_applies_a_left_group_at_once(self, api, radiologist):
+        assert api.get("/patients").status_code == 200
+
+        radiologist.groups.clear()
+
+        assert api.get("/patients").status_code == 403
+
+    def test_it_applies_a_deleted_group_at_once(self, api, radiologist):
+        assert api.get("/patients").status_code == 200
+
+        self.group(radiologist).delete()
+
+        assert api.get("/patients").status_code == 403
+
+    def test_it_refuses_a_deleted_token_with_cached_permissions(self, api, token):
+        assert api.get("/patients").status_code == 200
+
+        Token.objects.filter(key=token).delete()
+
+        assert api.get("/patients").status_code == 401
+
+    def test_it_refuses_a_deactivated_user(self, api, radiologist):
+        assert api.get("/patients").status_code == 200
+
+        radiologist.is_active = False
+        radiologist.save()
+
+        assert api.get("/patients").status_code == 401
+
+    def test_it_reads_cached_permissions_in_the_token_query(self, api):
+        api.get("/patients")
+
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get("/patients").status_code == 200
+
+        token_queries = [q["sql"] for q in queries if "authtoken_token" in q["sql"]]
+        assert len(token_queries) == 1
+        assert "auth_permission" not in token_queries[0]
+
+    def test_it_keeps_no_token_in_the_cache(self, api, token):
+        api.get("/patients")
+
+        assert cache.get(permissions_cache_key(token)) is not None
+        # The local-memory cache of the tests keeps its keys in `_cache`.
+        assert not any(token in key for key in cache._cache)
+        assert not any(token.encode() in value for value in cache._cache.values())
 
 
 @pytest.mark.django_db
