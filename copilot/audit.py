@@ -161,8 +161,14 @@ def _user_and_request_fields(request):
 
 
 def record(request, action, outcome, **fields):
-    """Write one entry now."""
-    return AuditEntry.objects.bulk_create([entry(request, action, outcome, **fields)])
+    """Write one entry now and return it.
+
+    save() sends one INSERT; bulk_create() would wrap it in BEGIN and COMMIT
+    outside a transaction.
+    """
+    audit_entry = entry(request, action, outcome, **fields)
+    audit_entry.save()
+    return audit_entry
 
 
 # Reads reported by views
@@ -241,7 +247,7 @@ def on_login_failed(sender, credentials, request=None, **kwargs):
         Outcome.LOCKED_OUT if locked_out else Outcome.FAILED,
     )
     audit_entry.username = str(credentials.get("username") or "")[:150]
-    AuditEntry.objects.bulk_create([audit_entry])
+    audit_entry.save()
 
 
 def on_logged_in(sender, request, user, **kwargs):

@@ -87,5 +87,5 @@ class ObtainTokenView(ObtainAuthToken):
         token, _ = Token.objects.get_or_create(user=user)
         login = audit.entry(request._request, Action.LOGIN, Outcome.SUCCESS)
         login.user_id, login.username = user.pk, user.get_username()
-        AuditEntry.objects.bulk_create([login])
+        login.save()
         return Response({"token": token.key})
