@@ -8,6 +8,8 @@ requests per second and the latency percentiles in milliseconds.
     python -m bench.load get --port 8000 --token T --path /patients
     python -m bench.load upload --port 8000 --token T --file chest.jpg \
         --patients 3,4,5
+    python -m bench.load upload --port 8000 --token T --file chest.jpg \
+        --patients 3,4,5 --filename chest.txt --expect 400
     python -m bench.load sdk --cloudinary-url URL --file chest.jpg
     python -m bench.load big-upload --port 8000 --token T --file big.dcm \
         --patients 7
@@ -59,10 +61,11 @@ def _round(value):
     return None if value is None else round(value, 2)
 
 
-def run_clients(clients, total, seconds, send_one):
+def run_clients(clients, total, seconds, send_one, expected=None):
     """Call send_one(connection_state) from `clients` threads; return a summary.
 
-    send_one returns the HTTP status. Stops after `total` calls in all or
+    send_one returns the HTTP status. A call succeeds with a 2xx status, or with
+    the `expected` status when one is given. Stops after `total` calls in all or
     after `seconds`, whichever comes first.
     """
     tickets = itertools.count()
@@ -86,7 +89,7 @@ def run_clients(clients, total, seconds, send_one):
             took = time.perf_counter() - began
             with lock:
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
-                if 200 <= status < 300:
+                if status == expected or (expected is None and 200 <= status < 300):
                     latencies.append(took)
                 else:
                     errors.append(f"HTTP {status}")
@@ -165,7 +168,7 @@ def command_get(args):
 def command_upload(args):
     with open(args.file, "rb") as handle:
         data = handle.read()
-    filename = os.path.basename(args.file)
+    filename = args.filename or os.path.basename(args.file)
     boundary = BOUNDARY_PREFIX + uuid.uuid4().hex
     body = multipart(upload_fields(filename), filename, data, boundary)
     headers = {
@@ -184,7 +187,7 @@ def command_upload(args):
         return _exchange(state, args.port, "POST", path, body, headers)
 
     total = min(args.requests, len(args.patients.split(",")))
-    result = run_clients(args.clients, total, args.seconds, send_one)
+    result = run_clients(args.clients, total, args.seconds, send_one, args.expect)
     result["bytes"] = len(data)
     return result
 
@@ -250,6 +253,12 @@ def main(argv=None):
     parser.add_argument("--token")
     parser.add_argument("--path")
     parser.add_argument("--file")
+    parser.add_argument(
+        "--filename", help="the file name to send in place of that of --file"
+    )
+    parser.add_argument(
+        "--expect", type=int, help="the HTTP status of a successful request"
+    )
     parser.add_argument("--patients", help="comma-separated patient ids")
     parser.add_argument("--cloudinary-url")
     parser.add_argument("--resource-type", default="image")

@@ -106,6 +106,11 @@ def write(results, path):
 def render(results):
     machine = results["machine"]
     versions = results["versions"]
+    workers = results["plan"]["workers"]
+    if workers == machine["cores"]:
+        worker_note = "one sync worker per core, the default of `--workers`"
+    else:
+        worker_note = "sync workers as `--workers` set them"
     lines = [
         "# Benchmarks",
         "",
@@ -129,17 +134,21 @@ def render(results):
         "running, "
         "recreates the database `copilot_bench`, runs every measurement and "
         "stops its servers.",
-        f"- Server: `{gunicorn_command_line()}` with `DEBUG=false`, a random "
+        f"- Server: `{gunicorn_command_line(workers)}` ({worker_note}) with "
+        "`DEBUG=false`, a random "
         "`SECRET_KEY`, `SECURE_SSL_REDIRECT=false` (plain HTTP on loopback), "
         "`ALLOWED_HOSTS=127.0.0.1`, `CONN_MAX_AGE` at its default (60 s), "
-        f"`CACHE_URL={run.REDIS_CACHE_URL}` for the rate limits and "
+        f"`CACHE_URL={run.REDIS_CACHE_URL}` for the rate limits and the cached "
+        "permissions, and "
         "`LOG_LEVEL=WARNING`.",
         f"- Storage of the served app: `{results['storage']}`; "
         "`CLOUDINARY_URL` points at the Cloudinary-compatible server "
         "(`python -m copilot.testing.cloudinary_server`) that the suite starts.",
         f"- Load: `python -m bench.load`, a separate process with {run.CLIENTS} "
-        "threads, each keeping one HTTP connection to 127.0.0.1 and sending "
-        "one request after another. Client and server share the 2 cores.",
+        "threads, each sending one request after another over its own HTTP "
+        "connection to 127.0.0.1 (gunicorn's sync workers close the connection "
+        "after each response, and the client opens a new one). Client, "
+        "workers, PostgreSQL and Redis share the machine's cores.",
         "",
         "## Budgets",
         "",
@@ -155,7 +164,11 @@ def render(results):
     return "\n".join(lines) + "\n"
 
 
-READS = (("list", "GET /patients"), ("detail", "GET /patients/{id}"))
+READS = (
+    ("list", "GET /patients"),
+    ("detail", "GET /patients/{id}"),
+    ("floor", "GET /health"),
+)
 
 
 def reads_section(results):
@@ -164,7 +177,10 @@ def reads_section(results):
         "## Reads",
         "",
         "The list is the first page (50 patients with their scan and document "
-        "counts); the detail is a patient with 5 scans and 2 documents.",
+        "counts); the detail is a patient with 5 scans and 2 documents. "
+        "`GET /health`, sent with the same token, is the floor: it goes through "
+        "the same middleware, authenticates the token and runs one query "
+        "(`SELECT 1`), with no rate limit and no audit entry.",
         "",
         "### SQL statements per request",
         "",
@@ -180,6 +196,8 @@ def reads_section(results):
     ]
     for size, figures in results["reads"].items():
         for kind, label in READS:
+            if kind not in figures["queries"]:
+                continue
             counts = figures["queries"][kind]
             kinds = counts["kinds"]
             by_kind = " | ".join(
@@ -208,6 +226,8 @@ def reads_section(results):
     ]
     for size, figures in results["reads"].items():
         for kind, label in READS:
+            if kind not in figures:
+                continue
             row = figures[kind]
             runs = "; ".join(f"{one['rate']}, {one['p50_ms']}" for one in row["runs"])
             errors = sum(one["errors"] for one in row["runs"])
@@ -265,6 +285,24 @@ def uploads_section(results):
             f"{ratios} | {api['workers']}, {api['cloudinary']}, {api['client']} | "
             f"{direct['cloudinary']}, {direct['client']} |"
         )
+    rejected = uploads["jpeg"].get("rejected")
+    if rejected:
+        cpu = rejected["cpu_ms"]
+        lines += [
+            "",
+            "*Rejected* is the floor of an API upload: the same chest JPEG sent "
+            "the same way under the name `chest.txt`, which the API receives, "
+            "parses and authenticates, then returns 400 (invalid file type) "
+            "without storing anything. It runs in each run after the direct "
+            "uploads, and its ratio is its rate / the direct rate of that run.",
+            "",
+            "| file | uploads/s | p50 ms | rejected/direct | CPU ms: workers, "
+            "server, client |",
+            "| --- | --- | --- | --- | --- |",
+            f"| chest JPEG as chest.txt | {rejected['rate']} | "
+            f"{rejected['p50_ms']} | {rejected['ratio']:.0%} | {cpu['workers']}, "
+            f"{cpu['cloudinary']}, {cpu['client']} |",
+        ]
     return lines
 
 

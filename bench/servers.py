@@ -24,19 +24,21 @@ HOST = "127.0.0.1"
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
-# The production command of the README, with 2 workers of 4 threads for the 2
-# cores of the benchmark machine. The port is added at start.
-GUNICORN_ARGS = [
-    "-c",
-    "python:copilot.gunicorn_conf",
-    "copilot.wsgi",
-    "--workers",
-    "2",
-    "--threads",
-    "4",
-    "--timeout",
-    "120",
-]
+
+def gunicorn_args(workers):
+    """Return the production command of the README with `workers` sync workers.
+
+    A sync worker serves one request at a time. The port is added at start.
+    """
+    return [
+        "-c",
+        "python:copilot.gunicorn_conf",
+        "copilot.wsgi",
+        "--workers",
+        str(workers),
+        "--timeout",
+        "120",
+    ]
 
 
 def free_port():
@@ -175,14 +177,19 @@ class Server:
         self.stop()
 
 
-def gunicorn(env, log_path):
+def gunicorn(env, log_path, workers):
     port = free_port()
-    command = [str(BIN / "gunicorn"), *GUNICORN_ARGS, "--bind", f"{HOST}:{port}"]
+    command = [
+        str(BIN / "gunicorn"),
+        *gunicorn_args(workers),
+        "--bind",
+        f"{HOST}:{port}",
+    ]
     return Server("gunicorn", command, env, log_path, port)
 
 
-def gunicorn_command_line():
-    return " ".join(["gunicorn", *GUNICORN_ARGS, "--bind", f"{HOST}:PORT"])
+def gunicorn_command_line(workers):
+    return " ".join(["gunicorn", *gunicorn_args(workers), "--bind", f"{HOST}:PORT"])
 
 
 def cloudinary_server(storage_dir, log_path):
