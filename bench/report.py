@@ -297,11 +297,11 @@ def uploads_section(results):
             "uploads, and its ratio is its rate / the direct rate of that run.",
             "",
             "| file | uploads/s | p50 ms | rejected/direct | CPU ms: workers, "
-            "server, client |",
+            "PostgreSQL, server, client |",
             "| --- | --- | --- | --- | --- |",
             f"| chest JPEG as chest.txt | {rejected['rate']} | "
             f"{rejected['p50_ms']} | {rejected['ratio']:.0%} | {cpu['workers']}, "
-            f"{cpu['cloudinary']}, {cpu['client']} |",
+            f"{cpu['postgres']}, {cpu['cloudinary']}, {cpu['client']} |",
         ]
     return lines
 
