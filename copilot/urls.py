@@ -1,6 +1,5 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularSwaggerView
 
 from copilot import views
 from copilot.auth import ObtainTokenView
@@ -18,7 +17,7 @@ urlpatterns = [
     path("", include("scans.urls")),
     path("", include("documents.urls")),
     path("schema/", views.SchemaView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("docs/", views.DocsView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
     # Files of the local storage, for authenticated users only. Cloudinary files
     # are delivered by Cloudinary.

@@ -5,16 +5,17 @@ import logging
 import mimetypes
 
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
 from django.http import FileResponse, JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, permission_classes, throttle_classes
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotAuthenticated, NotFound, PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -176,8 +177,32 @@ def serve_stored_file(request, path, alias, folder, permission):
 serve_stored_file.audit_file_reads = True
 
 
-class SchemaView(SpectacularAPIView):
-    """The OpenAPI schema, with its errors in JSON like every other endpoint."""
+class JSONErrorsMixin:
+    """Render a view's errors in JSON, like those of every other endpoint.
+
+    The schema and Swagger UI views would render them as YAML or HTML.
+    """
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return super().handle_exception(exc)
+
+
+class DocsView(JSONErrorsMixin, SpectacularSwaggerView):
+    """The Swagger UI. A browser without a session goes to the admin's login page."""
+
+    def handle_exception(self, exc):
+        accept = self.request.META.get("HTTP_ACCEPT", "")
+        if isinstance(exc, NotAuthenticated) and "text/html" in accept:
+            return redirect_to_login(
+                self.request.get_full_path(), login_url=reverse("admin:login")
+            )
+        return super().handle_exception(exc)
+
+
+class SchemaView(JSONErrorsMixin, SpectacularAPIView):
+    """The OpenAPI schema."""
 
     @extend_schema(
         responses={
@@ -189,12 +214,6 @@ class SchemaView(SpectacularAPIView):
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
-
-    def handle_exception(self, exc):
-        # The schema renderers would render an error as YAML.
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return super().handle_exception(exc)
 
 
 # Errors outside DRF views (unknown URLs, the admin), as JSON like the API's.

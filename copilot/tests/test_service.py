@@ -191,6 +191,18 @@ class TestSchema:
         assert b"swagger-ui" in response.content
         assert b"cdn.jsdelivr" not in response.content
 
+    def test_swagger_ui_sends_a_browser_to_login(self, client):
+        response = client.get("/docs/", HTTP_ACCEPT="text/html,*/*;q=0.8")
+
+        assert response.status_code == 302
+        assert response["Location"] == "/admin/login/?next=/docs/"
+
+    def test_swagger_ui_returns_401_to_api_clients(self, client):
+        response = client.get("/docs/")
+
+        assert response.status_code == 401
+        assert response.json()["detail"]
+
 
 class TestStorageErrors:
     def test_message_hides_server_paths(
