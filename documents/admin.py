@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin
 
+from copilot.admin_deletes import LockedDeleteMixin
 from copilot.admin_files import StoredFileLinksMixin, stored_file_link
 from copilot.admin_uploads import UploadForm, UploadInline
 from documents.models import STORAGE_ALIAS, PatientDocument
@@ -64,7 +65,7 @@ class DocumentUploadInline(UploadInline):
 
 
 @admin.register(PatientDocument)
-class PatientDocumentAdmin(StoredFileLinksMixin, admin.ModelAdmin):
+class PatientDocumentAdmin(LockedDeleteMixin, StoredFileLinksMixin, admin.ModelAdmin):
     """Documents are added on the patient page; here they are listed and deleted."""
 
     file_fields = ["file"]

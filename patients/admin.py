@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.db.models import Exists, OuterRef
 
+from copilot.admin_deletes import LockedDeleteMixin
 from copilot.admin_uploads import UploadingAdminMixin
 from documents.admin import DocumentInline, DocumentUploadInline
 from patients.models import Patient
@@ -34,7 +35,7 @@ class HasScansFilter(admin.SimpleListFilter):
 
 
 @admin.register(Patient)
-class PatientAdmin(UploadingAdminMixin, admin.ModelAdmin):
+class PatientAdmin(LockedDeleteMixin, UploadingAdminMixin, admin.ModelAdmin):
     """Patients with their scans and documents, the radiologist's workspace."""
 
     list_display = [

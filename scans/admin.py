@@ -4,6 +4,7 @@ from django.utils.formats import localize
 from django.utils.html import format_html
 from django.utils.timezone import localtime
 
+from copilot.admin_deletes import LockedDeleteMixin
 from copilot.admin_files import (
     StoredFileLinksMixin,
     stored_file_link,
@@ -151,7 +152,7 @@ class ScanUploadInline(UploadInline):
 
 
 @admin.register(Scan)
-class ScanAdmin(StoredFileLinksMixin, admin.ModelAdmin):
+class ScanAdmin(LockedDeleteMixin, StoredFileLinksMixin, admin.ModelAdmin):
     """Scans are added on the patient page; here they are listed and deleted."""
 
     file_fields = ["file", "preview", "thumbnail"]

@@ -13,13 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.contrib import admin
 from django.db import connection
+from django.db.models.signals import pre_delete
 
-from conftest import make_pdf, sha256, stored_files
-from copilot.models import PendingFileDeletion
+from conftest import make_pdf, sha256, stored_files, upload
+from copilot.models import AuditEntry, PendingFileDeletion
 from documents.models import PatientDocument
 from patients.models import Patient
+from scans.admin import ScanAdmin
 from scans.models import Scan
+from scans.services import create_scan
 
 pytestmark = pytest.mark.live
 
@@ -222,3 +226,47 @@ class TestConcurrentMixedLoad:
         }
         assert set(stored) == referenced
         assert not PendingFileDeletion.objects.exists()
+
+
+class TestConcurrentAdminDelete:
+    """Two admins delete the same scans; the audit trail records each delete once."""
+
+    def test_it_records_one_bulk_delete(self, postgresql, rf, patient, small_png):
+        scan = create_scan(patient, upload("a.png", small_png), body_part="CHEST")
+        collected = threading.Event()
+        second_done = threading.Event()
+
+        def hold_first(sender, instance, **kwargs):
+            # The first delete has collected its rows; let the second one run.
+            if threading.current_thread().name == "first":
+                collected.set()
+                second_done.wait(timeout=2)
+
+        def delete(name):
+            try:
+                if name == "second":
+                    collected.wait(timeout=TIMEOUT)
+                ScanAdmin(Scan, admin.site).delete_queryset(
+                    rf.post("/"), Scan.objects.filter(pk=scan.pk)
+                )
+            finally:
+                if name == "second":
+                    second_done.set()
+                connection.close()
+
+        pre_delete.connect(hold_first, sender=Scan)
+        try:
+            threads = [
+                threading.Thread(target=delete, args=(name,), name=name)
+                for name in ("first", "second")
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=TIMEOUT)
+        finally:
+            pre_delete.disconnect(hold_first, sender=Scan)
+
+        assert not Scan.objects.exists()
+        deletes = AuditEntry.objects.filter(action="delete", object_id=str(scan.pk))
+        assert deletes.count() == 1

@@ -1,9 +1,12 @@
 import datetime as dt
 
 import pytest
+from django.contrib import admin
 
 from conftest import stored_files, upload
+from copilot.models import AuditEntry
 from patients.models import Patient
+from scans.admin import ScanAdmin
 from scans.models import Scan
 from scans.services import create_scan
 
@@ -232,6 +235,17 @@ class TestDeleteScan:
         assert response.status_code == 302
         assert list(Scan.objects.all()) == [kept]
         assert sorted(stored_files(local_storage)) == sorted(kept.stored_names)
+
+    def test_it_skips_a_scan_deleted_meanwhile(self, rf, patient, chest_png):
+        # The row that a second request loaded before the first deleted it.
+        stale = make_scan(patient, chest_png)
+        Scan.objects.get(pk=stale.pk).delete()
+        deletes = AuditEntry.objects.filter(action="delete").count()
+
+        ScanAdmin(Scan, admin.site).delete_model(rf.post("/"), stale)
+
+        assert AuditEntry.objects.filter(action="delete").count() == deletes
+        assert not Scan.objects.exists()
 
     def test_it_requires_delete_permission(
         self, group_client, patient, chest_png, local_storage
