@@ -4,6 +4,9 @@ The pages must build every link locally: the server's request log shows whether
 rendering a page sent any request (a download, a size or an existence check).
 """
 
+import os
+from unittest import mock
+
 import pytest
 
 from conftest import upload
@@ -14,18 +17,21 @@ from scans.services import create_scan
 pytestmark = pytest.mark.django_db
 
 
-def import_cloudinary_storage():
+def import_cloudinary_storage(cloudinary_url):
     """Import django-cloudinary-storage, keeping the SDK's global configuration.
 
-    On import the package sets the SDK's credentials from the settings and its
-    `secure` option to True, which would change the SDK for every later test.
+    On import the package raises ImproperlyConfigured unless it finds credentials,
+    so CLOUDINARY_URL is set while it loads. It also sets the SDK's credentials
+    and its `secure` option to True, which would change the SDK for every later
+    test.
     """
     import cloudinary
 
     config = cloudinary.config()
     saved = dict(config.__dict__)
     try:
-        import cloudinary_storage.storage  # noqa: F401
+        with mock.patch.dict(os.environ, {"CLOUDINARY_URL": cloudinary_url}):
+            import cloudinary_storage.storage  # noqa: F401
     finally:
         config.__dict__.clear()
         config.__dict__.update(saved)
@@ -33,8 +39,8 @@ def import_cloudinary_storage():
 
 @pytest.fixture(scope="module")
 def server():
-    import_cloudinary_storage()
     with CloudinaryServer() as running:
+        import_cloudinary_storage(running.cloudinary_url)
         yield running
 
 
