@@ -47,8 +47,10 @@ def _permission_labels(user_field):
 # Each token's permission labels are kept in the cache for PERMISSIONS_TIMEOUT
 # seconds, tagged with a version that any change of users' or groups' permissions
 # replaces, so a change applies to the next request. The timeout bounds how long a
-# change made outside Django's signals (raw SQL, or a per-process cache in several
-# processes) can go unseen.
+# change that sends no signal can go unseen. Such changes are SQL, QuerySet.update()
+# and bulk_create(), and saves or deletes of the many-to-many tables' own rows, for
+# which Django sends no signal. With a cache in each process, so is any change
+# made in another process.
 PERMISSIONS_TIMEOUT = 60
 VERSION_KEY = "copilot:permissions:version"
 
@@ -78,7 +80,10 @@ class TokenAuthentication(authentication.TokenAuthentication):
         cached = cache.get_many([VERSION_KEY, labels_key])
         version = cached.get(VERSION_KEY)
         hit = cached.get(labels_key)
-        if version is None or hit is None or hit[0] != version:
+        # Anything but a (version, user id, labels) of this version is reloaded.
+        if version is None or not (
+            isinstance(hit, tuple) and len(hit) == 3 and hit[0] == version
+        ):
             hit = None
 
         tokens = model.objects.select_related("user")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -17,7 +17,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import upload
-from copilot.authentication import permissions_cache_key
+from copilot.authentication import VERSION_KEY, permissions_cache_key
 from copilot.models import AuditEntry
 from copilot.requestid import RequestIDFilter
 
@@ -158,7 +158,7 @@ class TestApiThrottle:
 
 @pytest.mark.django_db
 class TestTokenPermissions:
-    """Cached permission labels follow every change of users' and groups'."""
+    """Cached permission labels follow every signalled change of permissions."""
 
     @pytest.fixture(autouse=True)
     def empty_cache(self):
@@ -203,6 +203,42 @@ class TestTokenPermissions:
         self.group(radiologist).delete()
 
         assert api.get("/patients").status_code == 403
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="Django sends no signal for rows of auto-created many-to-many "
+        "tables saved or deleted as models; the cached labels last until "
+        "PERMISSIONS_TIMEOUT, as the README says",
+    )
+    def test_it_applies_a_deleted_membership_row_at_once(
+        self, api, radiologist, django_user_model
+    ):
+        assert api.get("/patients").status_code == 200
+
+        django_user_model.groups.through.objects.filter(user=radiologist).delete()
+
+        assert api.get("/patients").status_code == 403
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="Django sends no signal for rows of auto-created many-to-many "
+        "tables saved or deleted as models; the cached labels last until "
+        "PERMISSIONS_TIMEOUT, as the README says",
+    )
+    def test_it_applies_a_deleted_group_permission_row_at_once(self, api):
+        assert api.get("/patients").status_code == 200
+
+        Group.permissions.through.objects.filter(
+            permission__codename="view_patient"
+        ).delete()
+
+        assert api.get("/patients").status_code == 403
+
+    def test_it_reloads_a_cached_value_of_another_shape(self, api, radiologist, token):
+        cache.set(VERSION_KEY, "v1")
+        cache.set(permissions_cache_key(token), ("v1", radiologist.pk))
+
+        assert api.get("/patients").status_code == 200
 
     def test_it_refuses_a_deleted_token_with_cached_permissions(self, api, token):
         assert api.get("/patients").status_code == 200
