@@ -117,14 +117,26 @@ def client_address(request):
         if hops:
             address = hops[-min(proxies, len(hops))]
     try:
-        return str(ipaddress.ip_address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    # PostgreSQL's inet has no zone: "fe80::1%eth0" is kept as "fe80::1".
+    if getattr(ip, "scope_id", None):
+        ip = ipaddress.ip_address(str(ip).partition("%")[0])
+    return str(ip)
+
+
+def storable(text, length):
+    """Return `text` cut to `length`, with U+FFFD in place of each NUL.
+
+    PostgreSQL rejects NUL in text, and a request path can carry one (%00).
+    """
+    return str(text).replace("\x00", "\ufffd")[:length]
 
 
 def route_of(request):
     """Return "METHOD /path", without the query string, which may carry names."""
-    return f"{request.method} {request.path}"[:255]
+    return storable(f"{request.method} {request.path}", 255)
 
 
 def _user_fields(request):
@@ -150,7 +162,7 @@ def entry(request, action, outcome, model=None, object_id="", patient_id=None):
         action=action,
         outcome=outcome,
         object_type=model._meta.label_lower if model is not None else "",
-        object_id=str(object_id or "")[:64],
+        object_id=storable(object_id or "", 64),
         patient_id=patient_id,
         **_user_and_request_fields(request),
     )

@@ -151,6 +151,23 @@ class TestAuditReads:
         assert entry.outcome == "unauthenticated"
         assert entry.user_id is None
 
+    def test_it_records_a_nul_in_the_path(self, anonymous):
+        since = last_id()
+        response = anonymous.get("/patients/1%00")
+
+        assert response.status_code == 401
+        assert rows(id__gt=since) == [
+            ("read", "patients.patient", "1\ufffd", None, "unauthenticated")
+        ]
+        assert AuditEntry.objects.get(id__gt=since).route == "GET /patients/1\ufffd"
+
+    def test_it_drops_an_ipv6_zone(self, api, patient):
+        since = last_id()
+        response = api.get("/patients", REMOTE_ADDR="fe80::1%eth0")
+
+        assert response.status_code == 200
+        assert AuditEntry.objects.get(id__gt=since).client_address == "fe80::1"
+
     def test_it_records_a_read_of_a_missing_file(self, api):
         since = last_id()
         response = api.get("/media/xrays/none.png")
