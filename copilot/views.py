@@ -149,6 +149,9 @@ def serve_stored_file(request, path, alias, folder, permission):
     name = f"{folder}/{path}"
     if backend_name(alias) != "local":
         raise NotFound(f"File {name} not found")
+    # No stored name contains NUL, and PostgreSQL rejects it in a query.
+    if "\x00" in name:
+        raise NotFound("File not found")
 
     # A path with "..", "." or "//" can reach a file of another folder, which
     # another permission guards, so only the exact name of a row is served.

@@ -413,6 +413,11 @@ class TestUnroutedRequests:
 
         assert_json_error(response, 404)
 
+    def test_it_answers_a_nul_in_a_file_path_with_404(self, api):
+        response = api.get("/media/xrays/a%00b.png")
+
+        assert_json_error(response, 404)
+
     def test_it_answers_a_disallowed_host_with_json(self, api):
         response = api.get("/patients/", HTTP_HOST="copilot.invalid")
 
