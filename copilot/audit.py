@@ -395,6 +395,9 @@ class AuditMiddleware:
         if target.action not in READ_ACTIONS and outcome == Outcome.SUCCESS:
             # The admin returns 200 for a form sent back with errors.
             outcome = Outcome.INVALID
+        elif target.action == Action.READ and 300 <= response.status_code < 400:
+            # The admin redirects a page of an unknown object to its index.
+            outcome = Outcome.NOT_FOUND
         record(
             request,
             target.action,

@@ -267,6 +267,21 @@ class TestAuditAdmin:
             ("read", "patients.patient", str(patient.pk), patient.pk, "success")
         ]
 
+    def test_it_records_an_unknown_object_as_not_found(self, admin_client, patient):
+        since = last_id()
+        response = admin_client.get(f"/admin/patients/patient/{patient.pk + 1}/change/")
+
+        assert response.status_code == 302
+        assert rows(id__gt=since) == [
+            (
+                "read",
+                "patients.patient",
+                str(patient.pk + 1),
+                patient.pk + 1,
+                "not_found",
+            )
+        ]
+
     def test_it_records_a_delete(self, admin_client, patient):
         since = last_id()
         admin_client.post(
