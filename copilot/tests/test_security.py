@@ -265,11 +265,14 @@ class TestTokenPermissions:
         assert len(token_queries) == 1
         assert "auth_permission" not in token_queries[0]
 
-    def test_it_keeps_no_token_in_the_cache(self, api, token):
+    def test_it_keeps_no_token_in_the_cache(self, api, token, settings):
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        }
         api.get("/patients")
 
         assert cache.get(permissions_cache_key(token)) is not None
-        # The local-memory cache of the tests keeps its keys in `_cache`.
+        # The local-memory cache keeps its keys and pickled values in `_cache`.
         assert not any(token in key for key in cache._cache)
         assert not any(token.encode() in value for value in cache._cache.values())
 
