@@ -271,15 +271,18 @@ class CloudinaryStorage(MediaCloudinaryStorage):
         """Check that the Admin API responds to these credentials."""
         cloudinary.api.ping(timeout=self.timeout)
 
-    def list_resources(self, prefix, resource_type, delivery_type):
-        """Yield each page of resources whose public ID starts with `prefix`."""
+    def list_resources(self, prefix, resource_type, delivery_type, page_size=500):
+        """Yield each page of resources whose public ID starts with `prefix`.
+
+        `page_size` is the Admin API's max_results, at most 500.
+        """
         cursor = None
         while True:
             options = {
                 "resource_type": resource_type,
                 "type": delivery_type,
                 "prefix": prefix,
-                "max_results": 500,
+                "max_results": page_size,
                 "timeout": self.timeout,
             }
             if cursor:

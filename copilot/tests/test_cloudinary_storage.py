@@ -456,6 +456,26 @@ class TestReads:
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("cloudinary_storage")
+class TestListResources:
+    def test_it_follows_every_page(self, cloudinary_storage, chest_png):
+        names = {
+            save("scans", random_path("xrays", "png"), chest_png) for _ in range(5)
+        }
+        storage = storages["scans"]
+
+        pages = list(storage.list_resources("xrays/", "image", "upload", page_size=2))
+
+        assert [len(page) for page in pages] == [2, 2, 1]
+        listed = {storage.stored_name(r) for page in pages for r in page}
+        assert listed == names
+        cursors = [
+            entry
+            for entry in requests_of(cloudinary_storage, "list")
+            if "next_cursor" in entry.get("query", {})
+        ]
+        assert len(cursors) == 2
+
+
 class TestStoredFiles:
     def test_it_leaves_cloudinary_files_to_cloudinary(self, api, cloudinary_storage):
         response = api.get("/media/xrays/upload/v1/xrays/a.png")
