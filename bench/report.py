@@ -138,8 +138,7 @@ def render(results):
         "`DEBUG=false`, a random "
         "`SECRET_KEY`, `SECURE_SSL_REDIRECT=false` (plain HTTP on loopback), "
         "`ALLOWED_HOSTS=127.0.0.1`, `CONN_MAX_AGE` at its default (60 s), "
-        f"`CACHE_URL={run.REDIS_CACHE_URL}` for the rate limits and the cached "
-        "permissions, and "
+        f"`CACHE_URL={run.REDIS_CACHE_URL}` for the rate limits and "
         "`LOG_LEVEL=WARNING`.",
         f"- Storage of the served app: `{results['storage']}`; "
         "`CLOUDINARY_URL` points at the Cloudinary-compatible server "

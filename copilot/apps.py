@@ -6,7 +6,6 @@ class CopilotConfig(AppConfig):
     verbose_name = "Audit trail and storage"
 
     def ready(self):
-        from copilot import audit, authentication
+        from copilot import audit
 
         audit.connect_signals()
-        authentication.connect_signals()

@@ -163,3 +163,22 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("Audit entries cannot be deleted.")
+
+
+class PermissionsVersion(models.Model):
+    """A value that changes with every change of users' or groups' permissions.
+
+    Database triggers on the permission, group membership and content type tables
+    replace it in the transaction that makes the change, however it is made: the
+    admin, Django's models, bulk operations or SQL. Token authentication reads it
+    with each token to know whether the permissions it keeps are still current.
+    The table has one row, with id 1; without it nothing is kept.
+    """
+
+    version = models.CharField(max_length=32)
+
+    class Meta:
+        db_table = "permissions_version"
+
+    def __str__(self):
+        return self.version

@@ -17,8 +17,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from conftest import upload
-from copilot.authentication import VERSION_KEY, permissions_cache_key
-from copilot.models import AuditEntry
+from copilot.authentication import permission_cache
+from copilot.models import AuditEntry, PermissionsVersion
 from copilot.requestid import RequestIDFilter
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -158,13 +158,13 @@ class TestApiThrottle:
 
 @pytest.mark.django_db
 class TestTokenPermissions:
-    """Cached permission labels follow every signalled change of permissions."""
+    """Permission labels kept per token follow every change of permissions."""
 
     @pytest.fixture(autouse=True)
     def empty_cache(self):
-        cache.clear()
+        permission_cache.clear()
         yield
-        cache.clear()
+        permission_cache.clear()
 
     def group(self, user):
         return user.groups.get()
@@ -204,12 +204,6 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Django sends no signal for rows of auto-created many-to-many "
-        "tables saved or deleted as models; the cached labels last until "
-        "PERMISSIONS_TIMEOUT, as the README says",
-    )
     def test_it_applies_a_deleted_membership_row_at_once(
         self, api, radiologist, django_user_model
     ):
@@ -219,12 +213,6 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="Django sends no signal for rows of auto-created many-to-many "
-        "tables saved or deleted as models; the cached labels last until "
-        "PERMISSIONS_TIMEOUT, as the README says",
-    )
     def test_it_applies_a_deleted_group_permission_row_at_once(self, api):
         assert api.get("/patients").status_code == 200
 
@@ -234,11 +222,24 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    def test_it_reloads_a_cached_value_of_another_shape(self, api, radiologist, token):
-        cache.set(VERSION_KEY, "v1")
-        cache.set(permissions_cache_key(token), ("v1", radiologist.pk))
-
+    def test_it_applies_a_change_made_in_sql_at_once(self, api, radiologist):
         assert api.get("/patients").status_code == 200
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM auth_user_groups WHERE user_id = %s", [radiologist.pk]
+            )
+
+        assert api.get("/patients").status_code == 403
+
+    def test_it_applies_a_renamed_permission_at_once(self, api):
+        assert api.get("/patients").status_code == 200
+
+        Permission.objects.filter(codename="view_patient").update(
+            codename="view_patient_renamed"
+        )
+
+        assert api.get("/patients").status_code == 403
 
     def test_it_refuses_a_deleted_token_with_cached_permissions(self, api, token):
         assert api.get("/patients").status_code == 200
@@ -255,7 +256,7 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 401
 
-    def test_it_reads_cached_permissions_in_the_token_query(self, api):
+    def test_it_reads_kept_permissions_in_the_token_query(self, api):
         api.get("/patients")
 
         with CaptureQueriesContext(connection) as queries:
@@ -265,16 +266,17 @@ class TestTokenPermissions:
         assert len(token_queries) == 1
         assert "auth_permission" not in token_queries[0]
 
-    def test_it_keeps_no_token_in_the_cache(self, api, token, settings):
-        settings.CACHES = {
-            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-        }
+    def test_it_keeps_nothing_without_a_version(self, api, token):
+        PermissionsVersion.objects.all().delete()
+
+        assert api.get("/patients").status_code == 200
+        assert permission_cache.get(token) is None
+
+    def test_it_keeps_no_token(self, api, token):
         api.get("/patients")
 
-        assert cache.get(permissions_cache_key(token)) is not None
-        # The local-memory cache keeps its keys and pickled values in `_cache`.
-        assert not any(token in key for key in cache._cache)
-        assert not any(token.encode() in value for value in cache._cache.values())
+        assert permission_cache.get(token) is not None
+        assert token not in repr(permission_cache._entries)
 
 
 @pytest.mark.django_db
