@@ -466,10 +466,14 @@ def _reads_insert_sql(connection):
         "%s::inet" if name == "client_address" else "%s" for name in SHARED_COLUMNS
     )
     arrays = ", ".join(f"%s::{kind}" for kind in READ_ARRAY_TYPES)
+    names = [f"c{index}" for index in range(len(READ_COLUMNS))]
     table = quote(AuditEntry._meta.db_table)
+    # ORDER BY the position, so the entries' ids follow the order of the page.
     return (
         f"INSERT INTO {table} ({columns}) "
-        f"SELECT {shared}, r.* FROM unnest({arrays}) AS r"
+        f"SELECT {shared}, {', '.join(names)} "
+        f"FROM unnest({arrays}) WITH ORDINALITY AS r({', '.join(names)}, position) "
+        "ORDER BY position"
     )
 
 
