@@ -1,6 +1,7 @@
 import hashlib
 
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models import Aggregate, OuterRef, Q, Subquery, TextField, Value
 from django.db.models.functions import Concat
 from rest_framework import authentication, exceptions
@@ -124,12 +125,20 @@ class TokenAuthentication(authentication.TokenAuthentication):
                 text = token.permission_labels
             else:
                 # The permissions changed since they were cached: read them again,
-                # with the version they belong to.
-                text, version = (
-                    model.objects.filter(pk=token.pk)
-                    .values_list(_permission_labels("user_id"), _permissions_version())
-                    .get()
-                )
+                # with the version they belong to. They are read for the user the
+                # token query returned, because the token may have moved to another
+                # user or been deleted since then.
+                try:
+                    text, version = (
+                        type(user)
+                        ._default_manager.filter(pk=user.pk)
+                        .values_list(_permission_labels("pk"), _permissions_version())
+                        .get()
+                    )
+                except ObjectDoesNotExist:
+                    raise exceptions.AuthenticationFailed(
+                        "User inactive or deleted."
+                    ) from None
             labels = _parse_labels(text)
             if version:
                 permission_cache.put(key, version, user.pk, labels)

@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,21 @@ class TestTokenPermissions:
     def group(self, user):
         return user.groups.get()
 
+    @contextmanager
+    def before_reload(self, action):
+        """Run action() just before the query that reloads changed permissions."""
+        queries = []
+
+        def run_first(execute, sql, params, many, context):
+            if "permissions_version" in sql:
+                queries.append(sql)
+                if len(queries) == 2:
+                    action()
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(run_first):
+            yield
+
     def test_it_applies_a_revoked_group_permission_at_once(self, api, radiologist):
         assert api.get("/patients").status_code == 200
 
@@ -265,6 +281,29 @@ class TestTokenPermissions:
         token_queries = [q["sql"] for q in queries if "authtoken_token" in q["sql"]]
         assert len(token_queries) == 1
         assert "auth_permission" not in token_queries[0]
+
+    def test_it_rejects_a_user_deleted_during_a_reload(self, api, radiologist):
+        assert api.get("/patients").status_code == 200
+        radiologist.user_permissions.add(Permission.objects.get(codename="view_user"))
+
+        with self.before_reload(radiologist.delete):
+            response = api.get("/patients")
+
+        assert response.status_code == 401
+
+    def test_it_reloads_the_authenticated_users_permissions(
+        self, api, token, radiologist, django_user_model
+    ):
+        assert api.get("/patients").status_code == 200
+        radiologist.user_permissions.add(Permission.objects.get(codename="view_user"))
+        desk = django_user_model.objects.create_user("desk", password="x-ray-pass-1")
+
+        with self.before_reload(
+            lambda: Token.objects.filter(key=token).update(user=desk)
+        ):
+            response = api.get("/patients")
+
+        assert response.status_code == 200
 
     def test_it_keeps_nothing_without_a_version(self, api, token):
         PermissionsVersion.objects.all().delete()
