@@ -21,6 +21,17 @@ class TestMigrations:
         call_command("migrate", verbosity=0)
         assert {"patients", "scans", "patient_documents"} <= self.tables()
 
+    def test_permissions_version_changes_when_reapplied(self, api, radiologist):
+        call_command("migrate", "copilot", "0002", verbosity=0)
+        call_command("migrate", "copilot", verbosity=0)
+        assert api.get("/patients").status_code == 200
+
+        call_command("migrate", "copilot", "0002", verbosity=0)
+        radiologist.groups.clear()
+        call_command("migrate", "copilot", verbosity=0)
+
+        assert api.get("/patients").status_code == 403
+
     def test_guide_indexes_exist(self):
         with connection.cursor() as cursor:
             scans = connection.introspection.get_constraints(cursor, "scans")
