@@ -20,6 +20,7 @@ from django.db.models.signals import pre_delete
 from conftest import make_pdf, sha256, stored_files, upload
 from copilot.models import AuditEntry, PendingFileDeletion
 from documents.models import PatientDocument
+from patients.admin import PatientAdmin
 from patients.models import Patient
 from scans.admin import ScanAdmin
 from scans.models import Scan
@@ -269,4 +270,52 @@ class TestConcurrentAdminDelete:
 
         assert not Scan.objects.exists()
         deletes = AuditEntry.objects.filter(action="delete", object_id=str(scan.pk))
+        assert deletes.count() == 1
+
+    def test_it_records_one_delete_of_a_cascaded_scan(
+        self, postgresql, rf, patient, small_png
+    ):
+        scan = create_scan(patient, upload("a.png", small_png), body_part="CHEST")
+        collected = threading.Event()
+        second_done = threading.Event()
+
+        def hold_first(sender, instance, **kwargs):
+            # The patient's delete has collected its scans; let the scan's delete run.
+            if threading.current_thread().name == "first":
+                collected.set()
+                second_done.wait(timeout=2)
+
+        def delete(name):
+            try:
+                if name == "first":
+                    PatientAdmin(Patient, admin.site).delete_model(
+                        rf.post("/"), Patient.objects.get(pk=patient.pk)
+                    )
+                else:
+                    collected.wait(timeout=TIMEOUT)
+                    ScanAdmin(Scan, admin.site).delete_model(
+                        rf.post("/"), Scan.objects.get(pk=scan.pk)
+                    )
+            finally:
+                if name == "second":
+                    second_done.set()
+                connection.close()
+
+        pre_delete.connect(hold_first, sender=Scan)
+        try:
+            threads = [
+                threading.Thread(target=delete, args=(name,), name=name)
+                for name in ("first", "second")
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=TIMEOUT)
+        finally:
+            pre_delete.disconnect(hold_first, sender=Scan)
+
+        assert not Patient.objects.exists()
+        deletes = AuditEntry.objects.filter(
+            action="delete", object_type="scans.scan", object_id=str(scan.pk)
+        )
         assert deletes.count() == 1
