@@ -1,4 +1,5 @@
 import hashlib
+import json
 
 from django.contrib.auth.models import Permission
 from django.core.exceptions import ObjectDoesNotExist
@@ -9,10 +10,14 @@ from rest_framework import authentication, exceptions
 from copilot.models import PermissionsVersion
 
 
-class _JoinedText(Aggregate):
-    """Comma-joined text of a column: GROUP_CONCAT on SQLite, STRING_AGG elsewhere."""
+class _JSONArray(Aggregate):
+    """JSON array text of a column: json_group_array on SQLite, json_agg elsewhere.
 
-    function = "GROUP_CONCAT"
+    A codename may contain any character, so the labels are not joined with a
+    separator that a codename could contain.
+    """
+
+    function = "JSON_GROUP_ARRAY"
     template = "%(function)s(%(expressions)s)"
     output_field = TextField()
 
@@ -20,8 +25,8 @@ class _JoinedText(Aggregate):
         return self.as_sql(
             compiler,
             connection,
-            function="STRING_AGG",
-            template="%(function)s(%(expressions)s, ',')",
+            function="JSON_AGG",
+            template="CAST(%(function)s(%(expressions)s) AS text)",
             **extra_context,
         )
 
@@ -36,7 +41,7 @@ def _permission_labels(user_field):
         .order_by()
         .annotate(one_row=Value(1))
         .values("one_row")
-        .annotate(labels=_JoinedText("label"))
+        .annotate(labels=_JSONArray("label"))
         .values("labels")
     )
     return Subquery(labels, output_field=TextField())
@@ -49,7 +54,7 @@ def _permissions_version():
 
 
 def _parse_labels(text):
-    return frozenset(label for label in (text or "").split(",") if label)
+    return frozenset(json.loads(text)) if text else frozenset()
 
 
 class PermissionCache:

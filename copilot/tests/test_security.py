@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -304,6 +305,22 @@ class TestTokenPermissions:
             response = api.get("/patients")
 
         assert response.status_code == 200
+
+    def test_it_reads_a_codename_with_a_comma(self, django_user_model):
+        user = django_user_model.objects.create_user("desk", password="x-ray-pass-1")
+        user.user_permissions.add(
+            Permission.objects.create(
+                content_type=ContentType.objects.get_for_model(django_user_model),
+                codename="note,patients.view_patient",
+                name="Can note",
+            )
+        )
+        client = APIClient()
+        client.credentials(
+            HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
+        )
+
+        assert client.get("/patients").status_code == 403
 
     def test_it_keeps_nothing_without_a_version(self, api, token):
         PermissionsVersion.objects.all().delete()
