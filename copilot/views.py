@@ -10,6 +10,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import storages
 from django.db import DatabaseError, connection
 from django.http import FileResponse, JsonResponse
+from django.utils.cache import patch_vary_headers
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -196,12 +197,23 @@ class DocsView(JSONErrorsMixin, SpectacularSwaggerView):
     """The Swagger UI. A browser without a session goes to the admin's login page."""
 
     def handle_exception(self, exc):
-        accept = self.request.META.get("HTTP_ACCEPT", "")
-        if isinstance(exc, NotAuthenticated) and "text/html" in accept:
-            return redirect_to_login(
+        if not isinstance(exc, NotAuthenticated):
+            return super().handle_exception(exc)
+
+        # A client that prefers JSON, or rejects HTML with q=0, gets the JSON error.
+        preferred = self.request._request.get_preferred_type(
+            ["application/json", "text/html"]
+        )
+        if preferred == "text/html":
+            response = redirect_to_login(
                 self.request.get_full_path(), login_url=reverse("admin:login")
             )
-        return super().handle_exception(exc)
+        else:
+            response = super().handle_exception(exc)
+        # The response depends on Accept, so a shared cache must not reuse it for
+        # another client.
+        patch_vary_headers(response, ["Accept"])
+        return response
 
 
 class SchemaView(JSONErrorsMixin, SpectacularAPIView):

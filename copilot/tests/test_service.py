@@ -197,6 +197,21 @@ class TestSchema:
         assert response.status_code == 302
         assert response["Location"] == "/admin/login/?next=/docs/"
 
+    def test_swagger_ui_returns_401_when_html_has_q0(self, client):
+        response = client.get("/docs/", HTTP_ACCEPT="application/json, text/html;q=0")
+
+        assert response.status_code == 401
+
+    def test_swagger_ui_login_redirect_varies_on_accept(self, client):
+        response = client.get("/docs/", HTTP_ACCEPT="text/html")
+
+        assert "Accept" in response["Vary"]
+
+    def test_swagger_ui_401_varies_on_accept(self, client):
+        response = client.get("/docs/")
+
+        assert "Accept" in response["Vary"]
+
     def test_swagger_ui_returns_401_to_api_clients(self, client):
         response = client.get("/docs/")
 
