@@ -5,71 +5,11 @@ import secrets
 from django.conf import settings
 from django.db import migrations, models
 
-# Each change of these tables replaces the version with a random one, in the
-# same transaction. The rows of the many-to-many tables change without any
-# Django signal when they are saved or deleted directly, in bulk or in SQL.
-POSTGRESQL_FUNCTION = """
-CREATE OR REPLACE FUNCTION new_permissions_version() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO permissions_version (id, version)
-    VALUES (1, md5(random()::text || clock_timestamp()::text))
-    ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version;
-    RETURN NULL;
-END
-$$;
-"""
-POSTGRESQL_TRIGGER = """
-CREATE TRIGGER new_permissions_version
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
-    FOR EACH STATEMENT EXECUTE FUNCTION new_permissions_version();
-"""
-POSTGRESQL_DROP = """
-DROP TRIGGER IF EXISTS new_permissions_version ON {table};
-"""
-SQLITE_TRIGGER = """
-CREATE TRIGGER new_permissions_version_{table}_{event} AFTER {event} ON {table}
-BEGIN
-    INSERT INTO permissions_version (id, version)
-    VALUES (1, lower(hex(randomblob(16))))
-    ON CONFLICT (id) DO UPDATE SET version = excluded.version;
-END;
-"""
-SQLITE_DROP = "DROP TRIGGER IF EXISTS new_permissions_version_{table}_{event};"
-SQLITE_EVENTS = ("INSERT", "UPDATE", "DELETE")
-
-
-def watched_tables(apps):
-    """Return the tables whose rows decide a user's permission labels."""
-    user = apps.get_model(settings.AUTH_USER_MODEL)
-    group = apps.get_model("auth", "Group")
-    through = [
-        user._meta.get_field("groups").remote_field.through,
-        user._meta.get_field("user_permissions").remote_field.through,
-        group._meta.get_field("permissions").remote_field.through,
-    ]
-    return [model._meta.db_table for model in through] + [
-        apps.get_model("auth", "Permission")._meta.db_table,
-        apps.get_model("contenttypes", "ContentType")._meta.db_table,
-    ]
+from copilot import permission_triggers
 
 
 def add_triggers(apps, schema_editor):
-    connection = schema_editor.connection
-    quote = connection.ops.quote_name
-    tables = watched_tables(apps)
-    if connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRESQL_FUNCTION, params=None)
-        for table in tables:
-            schema_editor.execute(
-                POSTGRESQL_TRIGGER.format(table=quote(table)), params=None
-            )
-    elif connection.vendor == "sqlite":
-        for table in tables:
-            for event in SQLITE_EVENTS:
-                schema_editor.execute(
-                    SQLITE_TRIGGER.format(table=table, event=event), params=None
-                )
+    permission_triggers.install(schema_editor.connection, apps)
     # A random value, like the triggers' values. A fixed one would return when this
     # migration runs again after permissions changed without triggers, so processes
     # would keep using the labels they cached before.
@@ -79,23 +19,7 @@ def add_triggers(apps, schema_editor):
 
 
 def drop_triggers(apps, schema_editor):
-    connection = schema_editor.connection
-    quote = connection.ops.quote_name
-    tables = watched_tables(apps)
-    if connection.vendor == "postgresql":
-        for table in tables:
-            schema_editor.execute(
-                POSTGRESQL_DROP.format(table=quote(table)), params=None
-            )
-        schema_editor.execute(
-            "DROP FUNCTION IF EXISTS new_permissions_version();", params=None
-        )
-    elif connection.vendor == "sqlite":
-        for table in tables:
-            for event in SQLITE_EVENTS:
-                schema_editor.execute(
-                    SQLITE_DROP.format(table=table, event=event), params=None
-                )
+    permission_triggers.uninstall(schema_editor.connection, apps)
 
 
 class Migration(migrations.Migration):

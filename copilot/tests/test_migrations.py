@@ -1,6 +1,9 @@
 import pytest
+from django.apps import apps as global_apps
 from django.core.management import call_command
 from django.db import connection
+
+from copilot.permission_triggers import uninstall
 
 
 @pytest.mark.django_db(transaction=True)
@@ -29,6 +32,20 @@ class TestMigrations:
         call_command("migrate", "copilot", "0002", verbosity=0)
         radiologist.groups.clear()
         call_command("migrate", "copilot", verbosity=0)
+
+        assert api.get("/patients").status_code == 403
+
+    def test_migrate_restores_lost_permission_triggers(self, api, radiologist):
+        # On SQLite a table that a migration alters is copied into a new one
+        # without its triggers; dropping them all does the same here.
+        with connection.cursor() as cursor:
+            uninstall(connection, global_apps)
+            call_command("migrate", verbosity=0)
+            assert api.get("/patients").status_code == 200
+
+            cursor.execute(
+                "DELETE FROM auth_user_groups WHERE user_id = %s", [radiologist.pk]
+            )
 
         assert api.get("/patients").status_code == 403
 
