@@ -229,44 +229,56 @@ class TestConcurrentMixedLoad:
         assert not PendingFileDeletion.objects.exists()
 
 
+def race_deletes(first, second):
+    """Run two deletes in two threads, the second while the first is held.
+
+    The first delete is held when it sends pre_delete for a scan, after it has
+    collected its rows, until the second delete has finished or 2 s have passed.
+    """
+    collected = threading.Event()
+    second_done = threading.Event()
+
+    def hold_first(sender, instance, **kwargs):
+        if threading.current_thread().name == "first":
+            collected.set()
+            second_done.wait(timeout=2)
+
+    def run(name, delete):
+        try:
+            if name == "second":
+                collected.wait(timeout=TIMEOUT)
+            delete()
+        finally:
+            if name == "second":
+                second_done.set()
+            connection.close()
+
+    pre_delete.connect(hold_first, sender=Scan)
+    try:
+        threads = [
+            threading.Thread(target=run, args=(name, delete), name=name)
+            for name, delete in (("first", first), ("second", second))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+    finally:
+        pre_delete.disconnect(hold_first, sender=Scan)
+
+
 class TestConcurrentAdminDelete:
     """Two admins delete the same scans; the audit trail records each delete once."""
 
     def test_it_records_one_bulk_delete(self, postgresql, rf, patient, small_png):
         scan = create_scan(patient, upload("a.png", small_png), body_part="CHEST")
-        collected = threading.Event()
-        second_done = threading.Event()
 
-        def hold_first(sender, instance, **kwargs):
-            # The first delete has collected its rows; let the second one run.
-            if threading.current_thread().name == "first":
-                collected.set()
-                second_done.wait(timeout=2)
+        def delete_scan():
+            ScanAdmin(Scan, admin.site).delete_queryset(
+                rf.post("/"), Scan.objects.filter(pk=scan.pk)
+            )
 
-        def delete(name):
-            try:
-                if name == "second":
-                    collected.wait(timeout=TIMEOUT)
-                ScanAdmin(Scan, admin.site).delete_queryset(
-                    rf.post("/"), Scan.objects.filter(pk=scan.pk)
-                )
-            finally:
-                if name == "second":
-                    second_done.set()
-                connection.close()
-
-        pre_delete.connect(hold_first, sender=Scan)
-        try:
-            threads = [
-                threading.Thread(target=delete, args=(name,), name=name)
-                for name in ("first", "second")
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=TIMEOUT)
-        finally:
-            pre_delete.disconnect(hold_first, sender=Scan)
+        race_deletes(delete_scan, delete_scan)
 
         assert not Scan.objects.exists()
         deletes = AuditEntry.objects.filter(action="delete", object_id=str(scan.pk))
@@ -276,43 +288,19 @@ class TestConcurrentAdminDelete:
         self, postgresql, rf, patient, small_png
     ):
         scan = create_scan(patient, upload("a.png", small_png), body_part="CHEST")
-        collected = threading.Event()
-        second_done = threading.Event()
 
-        def hold_first(sender, instance, **kwargs):
-            # The patient's delete has collected its scans; let the scan's delete run.
-            if threading.current_thread().name == "first":
-                collected.set()
-                second_done.wait(timeout=2)
+        def delete_patient():
+            PatientAdmin(Patient, admin.site).delete_model(
+                rf.post("/"), Patient.objects.get(pk=patient.pk)
+            )
 
-        def delete(name):
-            try:
-                if name == "first":
-                    PatientAdmin(Patient, admin.site).delete_model(
-                        rf.post("/"), Patient.objects.get(pk=patient.pk)
-                    )
-                else:
-                    collected.wait(timeout=TIMEOUT)
-                    ScanAdmin(Scan, admin.site).delete_model(
-                        rf.post("/"), Scan.objects.get(pk=scan.pk)
-                    )
-            finally:
-                if name == "second":
-                    second_done.set()
-                connection.close()
+        def delete_scan():
+            ScanAdmin(Scan, admin.site).delete_model(
+                rf.post("/"), Scan.objects.get(pk=scan.pk)
+            )
 
-        pre_delete.connect(hold_first, sender=Scan)
-        try:
-            threads = [
-                threading.Thread(target=delete, args=(name,), name=name)
-                for name in ("first", "second")
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=TIMEOUT)
-        finally:
-            pre_delete.disconnect(hold_first, sender=Scan)
+        # The patient's delete is held after it collected its scans.
+        race_deletes(delete_patient, delete_scan)
 
         assert not Patient.objects.exists()
         deletes = AuditEntry.objects.filter(
