@@ -19,14 +19,11 @@ def lock_cascade(model, pks):
     locked, no other request can delete them or add rows that reference them, so
     the delete that follows collects only rows that it deletes.
     """
-    pks = list(
-        model._base_manager.select_for_update()
-        .filter(pk__in=pks)
-        .order_by("pk")
-        .values_list("pk", flat=True)
+    rows = list(
+        model._base_manager.select_for_update().filter(pk__in=pks).order_by("pk")
     )
     collector = Collector(using=router.db_for_write(model))
-    collector.collect(list(model._base_manager.filter(pk__in=pks)))
+    collector.collect(rows)
     for related, instances in collector.data.items():
         list(
             related._base_manager.select_for_update()
@@ -34,7 +31,7 @@ def lock_cascade(model, pks):
             .order_by("pk")
             .values_list("pk", flat=True)
         )
-    return pks
+    return [row.pk for row in rows]
 
 
 class LockedDeleteMixin:
