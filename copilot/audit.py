@@ -191,8 +191,9 @@ def note_listed(request, objects):
     audit = _current.get()
     if audit is None:
         return
+    audited = audited_models()
     for obj in objects:
-        if patient_attribute(type(obj)) is not None:
+        if obj._meta.label_lower in audited:
             audit.reads.append((Action.LIST, obj))
 
 
