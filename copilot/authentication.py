@@ -65,7 +65,7 @@ class PermissionCache:
     reads the version from the database, which triggers change with every change
     of permissions, group memberships or content types, however it is made, so a
     change applies to the next request in every process. At most `max_entries`
-    tokens are kept; past that the cache starts again empty.
+    tokens are kept, and past that the cache starts again empty.
     """
 
     def __init__(self, max_entries=10_000):

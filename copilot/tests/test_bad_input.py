@@ -413,7 +413,7 @@ class TestUnroutedRequests:
 
         assert_json_error(response, 404)
 
-    def test_it_answers_a_nul_in_a_file_path_with_404(self, api):
+    def test_it_rejects_a_nul_in_a_file_path(self, api):
         response = api.get("/media/xrays/a%00b.png")
 
         assert_json_error(response, 404)

@@ -230,7 +230,7 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    def test_it_applies_a_deleted_group_permission_row_at_once(self, api):
+    def test_it_applies_a_deleted_permission_row(self, api):
         assert api.get("/patients").status_code == 200
 
         Group.permissions.through.objects.filter(
@@ -239,7 +239,7 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    def test_it_applies_a_change_made_in_sql_at_once(self, api, radiologist):
+    def test_it_applies_an_sql_change(self, api, radiologist):
         assert api.get("/patients").status_code == 200
 
         with connection.cursor() as cursor:
@@ -258,14 +258,14 @@ class TestTokenPermissions:
 
         assert api.get("/patients").status_code == 403
 
-    def test_it_refuses_a_deleted_token_with_cached_permissions(self, api, token):
+    def test_it_rejects_a_deleted_token(self, api, token):
         assert api.get("/patients").status_code == 200
 
         Token.objects.filter(key=token).delete()
 
         assert api.get("/patients").status_code == 401
 
-    def test_it_refuses_a_deactivated_user(self, api, radiologist):
+    def test_it_rejects_a_deactivated_user(self, api, radiologist):
         assert api.get("/patients").status_code == 200
 
         radiologist.is_active = False
